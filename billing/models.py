@@ -1,0 +1,157 @@
+"""Prices per model, one usage record per upstream request, and abandonment events."""
+
+import re
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+MILLION = Decimal(1_000_000)
+COST_PLACES = Decimal("0.0000000001")
+# Dated snapshots that upstreams report: gpt-4.1-mini-2025-04-14, claude-3-5-haiku-20241022, …@20250514.
+DATED_SUFFIX = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|\d{8})|-\d{4})$")
+
+
+def model_family(model):
+    """Return the model id without a dated snapshot suffix (`gpt-4.1-mini-2025-04-14` -> `gpt-4.1-mini`)."""
+    return DATED_SUFFIX.sub("", model)
+
+
+class ModelPriceQuerySet(models.QuerySet):
+    def in_force(self, model, at=None):
+        """Return the price for `model` in force at `at` (now by default), or None when unpriced.
+
+        The configured id is tried first, then its family (a dated snapshot resolves to the family
+        it belongs to), then the same model name under another provider prefix.
+        """
+        at = at or timezone.now()
+        prices = self.filter(effective_from__lte=at).order_by("-effective_from")
+        family = model_family(model)
+        for candidate in dict.fromkeys([model, family]):
+            price = prices.filter(model=candidate).first()
+            if price is not None:
+                return price
+        name = family.split("/", 1)[-1]
+        return prices.filter(models.Q(model=name) | models.Q(model__endswith="/" + name)).first()
+
+
+class ModelPrice(models.Model):
+    model = models.CharField(max_length=200, db_index=True, help_text="provider/model, as in CHAT_MODELS")
+    input_per_mtok = models.DecimalField("input $/Mtok", max_digits=14, decimal_places=6)
+    output_per_mtok = models.DecimalField("output $/Mtok", max_digits=14, decimal_places=6)
+    cached_input_per_mtok = models.DecimalField(
+        "cached input $/Mtok", max_digits=14, decimal_places=6, null=True, blank=True,
+        help_text="Leave empty to charge cached input at the input rate.",
+    )
+    effective_from = models.DateTimeField(default=timezone.now)
+
+    objects = ModelPriceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["model", "effective_from"], name="one_price_per_instant")]
+
+    def __str__(self):
+        return f"{self.model} from {self.effective_from:%Y-%m-%d}"
+
+    def cost(self, prompt_tokens, completion_tokens, cached_tokens=0):
+        """Return the exact USD cost of a request; cached input tokens are part of prompt_tokens."""
+        cached = min(cached_tokens or 0, prompt_tokens)
+        cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        total = (
+            (prompt_tokens - cached) * self.input_per_mtok
+            + cached * cached_rate
+            + completion_tokens * self.output_per_mtok
+        ) / MILLION
+        return total.quantize(COST_PLACES)
+
+
+class UsageRecord(models.Model):
+    class Status(models.TextChoices):
+        COMPLETED = "completed"
+        STOPPED = "stopped"
+        DISCONNECTED = "disconnected"
+        FAILED = "failed"
+
+    request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    session_key = models.CharField(max_length=40, blank=True)
+    conversation = models.ForeignKey(
+        "chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    message = models.ForeignKey(
+        "chat.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    model = models.CharField(max_length=200, help_text="the model id the operator configured")
+    upstream_model = models.CharField(max_length=200, blank=True, help_text="the model id the upstream reported")
+    streamed = models.BooleanField(default=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    finish_reason = models.CharField(max_length=40, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    estimated = models.BooleanField(default=False, help_text="the upstream reported no usage: tokens are estimated")
+    price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    retries = models.PositiveSmallIntegerField(default=0)
+    history_dropped = models.PositiveIntegerField(default=0, help_text="oldest messages not sent upstream")
+    error = models.TextField(blank=True)
+    started = models.DateTimeField(db_index=True)
+    finished = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-started"]
+        indexes = [
+            models.Index(fields=["model", "started"]),
+            models.Index(fields=["status", "started"]),
+            models.Index(fields=["user", "started"]),
+        ]
+
+    def __str__(self):
+        return f"{self.model} {self.status} {self.started:%Y-%m-%d %H:%M}"
+
+    @property
+    def total_tokens(self):
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def record(cls, abandonment=None, **fields):
+        """Price and save one request's record, with its abandonment event, in one transaction."""
+        record = cls(**fields)
+        record.price = ModelPrice.objects.in_force(record.model, record.started)
+        if record.price is not None:
+            record.cost_usd = record.price.cost(record.prompt_tokens, record.completion_tokens, record.cached_tokens)
+        with transaction.atomic():
+            record.save()
+            if abandonment is not None:
+                AbandonmentEvent.objects.create(record=record, **abandonment)
+        return record
+
+
+class AbandonmentEvent(models.Model):
+    class Reason(models.TextChoices):
+        STOP = "stop"
+        DISCONNECT = "disconnect"
+
+    class Phase(models.TextChoices):
+        BEFORE_FIRST_TOKEN = "before_first_token"
+        STREAMING = "streaming"
+
+    record = models.OneToOneField(UsageRecord, on_delete=models.CASCADE, related_name="abandonment")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    phase = models.CharField(max_length=24, choices=Phase.choices)
+    tokens_delivered = models.PositiveIntegerField(default=0)
+    elapsed_ms = models.PositiveIntegerField(help_text="milliseconds from the request's start to the person leaving")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"{self.reason} {self.phase} after {self.elapsed_ms} ms"

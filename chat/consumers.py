@@ -1,0 +1,56 @@
+"""The chat websocket: frames in, one relayed generation at a time out."""
+
+import asyncio
+import json
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chat import protocol
+from chat.relay import Generation
+from chat.turns import Owner
+
+NO_SESSION = 4001  # close code: the socket came without a session or an account (load the page first)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    generation = None
+
+    async def connect(self):
+        """Called when a WebSocket connection is opened: accept a person with a session or an account."""
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        session_key = session.session_key if session is not None else None
+        if not session_key and not (user is not None and user.is_authenticated):
+            await self.close(code=NO_SESSION)
+            return
+        self.owner = Owner(user, session_key or "")
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """Called with each frame from the browser: start a reply, or stop the one in flight."""
+        try:
+            frame = protocol.parse(text_data)
+        except protocol.FrameError as exc:
+            return await self.send_error(exc.code, str(exc))
+        if frame["type"] == "stop":
+            return await self.stop()
+        if self.generation is not None and not self.generation.task.done():
+            return await self.send_error("busy", "A reply is already being generated; stop it or wait for it.")
+        self.generation = Generation(self.base_send, self.owner, frame)
+        self.generation.start()
+
+    async def stop(self):
+        """Stop the reply in flight, if any, and wait until it is stored and `done` is sent."""
+        if self.generation is not None and not self.generation.task.done():
+            self.generation.cancel("stop")
+            await asyncio.wait([self.generation.task])
+
+    async def disconnect(self, code):
+        """Called when the socket closes: end the reply in flight and wait for its record."""
+        if self.generation is not None and not self.generation.task.done():
+            self.generation.cancel("disconnect")
+            await asyncio.wait([self.generation.task])
+
+    async def send_error(self, code, message):
+        """Send an `error` frame; the socket stays open."""
+        await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))

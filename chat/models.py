@@ -1,0 +1,92 @@
+"""Conversations and their messages, owned by a user or, for anonymous visitors, a session."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+TITLE_LENGTH = 80
+
+
+class ConversationQuerySet(models.QuerySet):
+    def owned_by(self, user, session_key):
+        """Return the conversations that belong to this user, or to this anonymous session."""
+        if user is not None and user.is_authenticated:
+            return self.filter(user=user)
+        if not session_key:
+            return self.none()
+        return self.filter(user=None, session_key=session_key)
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="conversations"
+    )
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    title = models.CharField(max_length=TITLE_LENGTH, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated"]
+        indexes = [models.Index(fields=["user", "-updated"])]
+
+    def __str__(self):
+        return self.title or f"Conversation {self.pk}"
+
+    @staticmethod
+    def title_from(text):
+        """Return a one-line title made from a person's first message."""
+        line = " ".join(text.split())
+        if len(line) <= TITLE_LENGTH:
+            return line
+        return line[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] + "…"
+
+    def history(self, max_chars):
+        """Return the messages to send upstream, newest last, and how many old ones were dropped.
+
+        Whole turns are dropped from the oldest end until the rest fits in `max_chars`;
+        the newest message is always kept.
+        """
+        turns = list(
+            self.messages.filter(~Q(content="")).exclude(role=Message.Role.ASSISTANT, status=Message.Status.FAILED)
+            .order_by("-id")
+            .values_list("role", "content")
+        )
+        kept, size = [], 0
+        for role, content in turns:
+            if kept and size + len(content) > max_chars:
+                break
+            kept.append({"role": role, "content": content})
+            size += len(content)
+        kept.reverse()
+        return kept, len(turns) - len(kept)
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        COMPLETED = "completed"
+        STOPPED = "stopped"
+        FAILED = "failed"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
+    model = models.CharField(max_length=200, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.role}: {self.content[:40]}"

@@ -1,0 +1,54 @@
+"""The websocket protocol's client frames: parsed and checked, with the error a person sees."""
+
+import json
+
+from django.conf import settings
+
+
+class FrameError(Exception):
+    """A frame the server cannot act on; `code` is the protocol's error code."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+def parse(text):
+    """Return a client frame as a dict with defaults filled in, or raise FrameError."""
+    if text is None:
+        raise FrameError("bad_request", "Frames must be JSON text, not binary.")
+    if len(text) > settings.CHAT_MAX_PROMPT_CHARS * 6 + 1024:
+        raise FrameError("bad_request", "The frame is too large.")
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise FrameError("bad_request", "The frame is not valid JSON.") from None
+    if not isinstance(frame, dict):
+        raise FrameError("bad_request", "A frame must be a JSON object.")
+    kind = frame.get("type")
+    if kind == "stop":
+        return {"type": "stop"}
+    if kind != "send":
+        raise FrameError("bad_request", f"Unknown frame type {kind!r}: expected 'send' or 'stop'.")
+    return {"type": "send", **_send_fields(frame)}
+
+
+def _send_fields(frame):
+    content = frame.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise FrameError("bad_request", "The message is empty.")
+    if len(content) > settings.CHAT_MAX_PROMPT_CHARS:
+        raise FrameError(
+            "bad_request",
+            f"The message is too long ({len(content):,} characters; the limit is {settings.CHAT_MAX_PROMPT_CHARS:,}).",
+        )
+    model = frame.get("model") or settings.CHAT_MODELS[0]
+    if model not in settings.CHAT_MODELS:
+        raise FrameError("unknown_model", f"Unknown model {str(model)[:100]!r}.")
+    conversation = frame.get("conversation")
+    if conversation is not None and (not isinstance(conversation, int) or isinstance(conversation, bool)):
+        raise FrameError("bad_request", "'conversation' must be a conversation id or null.")
+    stream = frame.get("stream", True)
+    if not isinstance(stream, bool):
+        raise FrameError("bad_request", "'stream' must be true or false.")
+    return {"content": content, "model": model, "conversation": conversation, "stream": stream}

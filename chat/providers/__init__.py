@@ -1,0 +1,79 @@
+"""Upstream providers behind one small interface.
+
+A provider is an object with `async def stream(call)`: an async iterator of text deltas (one per
+network read, however many tokens it held). As it goes it fills in `call.usage`,
+`call.finish_reason`, `call.upstream_model` and `call.pieces`; it raises `UpstreamError` when the
+upstream refuses or fails. The relay knows nothing else about OpenAI, Anthropic or the demo.
+"""
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # a part of prompt_tokens, priced at the cached rate
+
+
+@dataclass(slots=True)
+class Call:
+    """One upstream request: what is asked, and what the upstream has answered so far."""
+
+    model: str  # provider/model as configured
+    messages: list  # [{"role": ..., "content": ...}], oldest first
+    stream: bool = True
+    system: str = ""
+    max_tokens: int = 1024
+    usage: Usage | None = None
+    usage_partial: bool = False  # the upstream reported only part of the usage (a stream cut short)
+    finish_reason: str = ""
+    upstream_model: str = ""
+    pieces: int = 0  # content events received: the completion estimate when usage is missing
+    retries: int = 0
+    opened: bool = False  # the upstream accepted the request (it may bill for the prompt)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def provider(self):
+        return self.model.split("/", 1)[0]
+
+    @property
+    def name(self):
+        """Return the model name the upstream knows (after the provider prefix)."""
+        return self.model.split("/", 1)[1]
+
+    def estimated_usage(self):
+        """Return usage estimated from what was sent and received: ~4 characters a prompt token."""
+        chars = len(self.system) + sum(len(m["content"]) for m in self.messages)
+        usage = self.usage or Usage(prompt_tokens=max(1, round(chars / 4)))
+        return Usage(usage.prompt_tokens, max(usage.completion_tokens, self.pieces), usage.cached_tokens)
+
+
+class UpstreamError(Exception):
+    """The upstream refused or failed; `code` is the protocol's error code shown to the person."""
+
+    def __init__(self, message, code="upstream_error", status=None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def provider_for(model):
+    """Return the provider that serves `model` (`provider/model`), as configured in settings."""
+    prefix = model.split("/", 1)[0]
+    config = settings.CHAT_PROVIDERS[prefix]
+    api = config["api"]
+    if api == "demo":
+        from chat.providers.demo import DemoProvider
+
+        return DemoProvider()
+    if api == "anthropic":
+        from chat.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(config)
+    from chat.providers.openai import OpenAIProvider
+
+    return OpenAIProvider(config)

@@ -1,0 +1,122 @@
+"""The Anthropic Messages API, streamed and not."""
+
+import json
+
+from chat.providers import UpstreamError, Usage
+from chat.providers.http import post
+from chat.sse import SSEDecoder
+
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider:
+    def __init__(self, config):
+        base = config["base_url"]
+        self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        self.headers = {"anthropic-version": API_VERSION, "Accept-Encoding": "identity"}
+        if config["api_key"]:
+            self.headers["x-api-key"] = config["api_key"]
+
+    def payload(self, call):
+        """Return the request body: the system prompt is a top-level field, not a message."""
+        body = {"model": call.name, "messages": call.messages, "max_tokens": call.max_tokens}
+        if call.system:
+            body["system"] = call.system
+        if call.stream:
+            body["stream"] = True
+        return body
+
+    async def stream(self, call):
+        """Yield the reply's text as it arrives, one string per network read."""
+        async with post(call, self.url, self.payload(call), self.headers) as response:
+            if not call.stream:
+                yield read_message(call, await response.aread(), response.status_code)
+                return
+            decoder = SSEDecoder()
+            stopped = False
+            async for chunk in response.aiter_raw():
+                parts = []
+                for event in decoder.feed(chunk):
+                    text = read_event(call, event)
+                    if text:
+                        parts.append(text)
+                    elif event.event == "message_stop":
+                        stopped = True
+                if parts:
+                    yield "".join(parts)
+                if stopped:
+                    return
+            raise UpstreamError("The upstream ended the stream before the reply was finished.")
+
+
+def read_event(call, event):
+    """Record one streamed event's usage and stop reason on `call`; return its text."""
+    kind = event.event
+    if kind == "ping":
+        return ""
+    try:
+        data = json.loads(event.data)
+    except ValueError:
+        raise UpstreamError(f"The upstream sent a malformed event: {event.data[:120]!r}") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"The upstream sent an unexpected event: {event.data[:120]!r}")
+    kind = data.get("type", kind)
+    if kind == "content_block_delta":
+        delta = data.get("delta") or {}
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            call.pieces += 1
+            return delta["text"]
+    elif kind == "message_start":
+        message = data.get("message") or {}
+        call.upstream_model = message.get("model") or ""
+        usage = message.get("usage") or {}
+        # output_tokens here is a placeholder (often 1): only message_delta's count is real.
+        call.usage = Usage(prompt_tokens=input_tokens(usage), cached_tokens=usage.get("cache_read_input_tokens") or 0)
+        call.usage_partial = True
+    elif kind == "message_delta":
+        usage = data.get("usage") or {}
+        if call.usage is None:
+            call.usage = Usage()
+        if "input_tokens" in usage:  # cumulative, like output_tokens: assign, never add
+            call.usage.prompt_tokens = input_tokens(usage)
+        if "output_tokens" in usage:
+            call.usage.completion_tokens = int(usage["output_tokens"] or 0)
+            call.usage_partial = False
+        stop = (data.get("delta") or {}).get("stop_reason")
+        if stop:
+            call.finish_reason = stop
+    elif kind == "error":
+        error = data.get("error") or {}
+        message = error.get("message") or error.get("type") or "error"
+        code = "rate_limited" if error.get("type") == "rate_limit_error" else "upstream_error"
+        raise UpstreamError(f"The upstream failed mid-stream: {message}", code=code)
+    return ""
+
+
+def input_tokens(usage):
+    """Return all input tokens: Anthropic counts cache reads and writes apart from input_tokens."""
+    return (
+        int(usage.get("input_tokens") or 0)
+        + int(usage.get("cache_read_input_tokens") or 0)
+        + int(usage.get("cache_creation_input_tokens") or 0)
+    )
+
+
+def read_message(call, body, status):
+    """Record a non-streamed message's usage on `call`; return its text."""
+    try:
+        message = json.loads(body)
+        blocks = message["content"]
+        text = "".join(block.get("text", "") for block in blocks if block.get("type") == "text")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UpstreamError(f"The upstream sent an unreadable message (HTTP {status}).") from None
+    usage = message.get("usage") or {}
+    call.upstream_model = message.get("model") or ""
+    call.finish_reason = message.get("stop_reason") or "end_turn"
+    call.usage = Usage(
+        prompt_tokens=input_tokens(usage),
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=int(usage.get("cache_read_input_tokens") or 0),
+    )
+    call.pieces = 1 if text else 0
+    return text

@@ -1,0 +1,106 @@
+"""OpenAI-compatible chat completions: OpenAI, vLLM, Ollama, llama.cpp, DeepSeek, gateways."""
+
+import json
+
+from chat.providers import UpstreamError, Usage
+from chat.providers.http import error_message, post
+from chat.sse import SSEDecoder
+
+
+class OpenAIProvider:
+    def __init__(self, config):
+        self.url = config["base_url"] + "/chat/completions"
+        self.headers = {"Accept-Encoding": "identity"}
+        if config["api_key"]:
+            self.headers["Authorization"] = f"Bearer {config['api_key']}"
+
+    def payload(self, call):
+        """Return the request body for `call`."""
+        messages = [{"role": "system", "content": call.system}] if call.system else []
+        body = {"model": call.name, "messages": messages + call.messages, "max_tokens": call.max_tokens}
+        if call.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def stream(self, call):
+        """Yield the reply's text as it arrives, one string per network read."""
+        async with post(call, self.url, self.payload(call), self.headers) as response:
+            if not call.stream:
+                yield read_completion(call, await response.aread(), response.status_code)
+                return
+            decoder = SSEDecoder()
+            done = False
+            async for chunk in response.aiter_raw():
+                parts = []
+                for event in decoder.feed(chunk):
+                    if event.data == "[DONE]":
+                        done = True
+                        break
+                    text = read_chunk(call, event.data)
+                    if text:
+                        parts.append(text)
+                if parts:
+                    yield parts[0] if len(parts) == 1 else "".join(parts)
+                if done:
+                    return
+            tail = decoder.close()
+            if tail is not None and tail.data != "[DONE]":
+                text = read_chunk(call, tail.data)
+                if text:
+                    yield text
+            if not call.finish_reason:
+                raise UpstreamError("The upstream ended the stream before the reply was finished.")
+
+
+def read_chunk(call, data):
+    """Record one streamed chunk's usage and finish reason on `call`; return its text."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise UpstreamError(f"The upstream sent a malformed event: {data[:120]!r}") from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError(f"The upstream sent an unexpected event: {data[:120]!r}")
+    if "error" in chunk:
+        raise UpstreamError(error_message(data.encode(), "stream"), code="upstream_error")
+    if chunk.get("model"):
+        call.upstream_model = chunk["model"]
+    if chunk.get("usage"):
+        call.usage = read_usage(chunk["usage"])
+    choices = chunk.get("choices")
+    if not choices:
+        return ""
+    choice = choices[0]
+    if choice.get("finish_reason"):
+        call.finish_reason = choice["finish_reason"]
+    content = (choice.get("delta") or {}).get("content")
+    if content:
+        call.pieces += 1
+        return content
+    return ""
+
+
+def read_completion(call, body, status):
+    """Record a non-streamed completion's usage on `call`; return its text."""
+    try:
+        completion = json.loads(body)
+        message = completion["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise UpstreamError(f"The upstream sent an unreadable completion (HTTP {status}).") from None
+    call.upstream_model = completion.get("model") or ""
+    call.finish_reason = completion["choices"][0].get("finish_reason") or "stop"
+    if completion.get("usage"):
+        call.usage = read_usage(completion["usage"])
+    text = message.get("content") or ""
+    call.pieces = 1 if text else 0
+    return text
+
+
+def read_usage(usage):
+    """Return the Usage in an OpenAI usage object; cached tokens are part of the prompt tokens."""
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )

@@ -1,0 +1,258 @@
+"""The relay: one task per reply, from the upstream's stream to the browser's frames to the record.
+
+The per-token path is `Generation.relay`: a clock read, a string
+append or one frame, nothing logged and nothing written to the database. Deltas after the first
+are coalesced; a per-loop `Ticker` sends what waited and enforces the first-token and stall
+timeouts, so no stream owns a timer of its own.
+"""
+
+import asyncio
+import json
+import contextlib
+import logging
+import weakref
+
+import httpx
+from django.conf import settings
+
+from chat import turns
+from chat.providers import UpstreamError, provider_for
+
+log = logging.getLogger(__name__)
+
+_tickers = weakref.WeakKeyDictionary()
+
+
+class Ticker:
+    """This event loop's shared clock: flushes coalesced text, times out stalls, caps concurrency."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.active = set()  # every Generation running on this loop
+        self.pending = {}  # Generations with text waiting for their next frame (ordered)
+        self.waiters = []  # futures queued for a generation slot
+        self.task = None
+
+    @classmethod
+    def get(cls):
+        """Return the running loop's ticker."""
+        loop = asyncio.get_running_loop()
+        ticker = _tickers.get(loop)
+        if ticker is None:
+            ticker = _tickers[loop] = cls(loop)
+        return ticker
+
+    async def acquire(self):
+        """Wait up to CHAT_QUEUE_TIMEOUT for a generation slot; return whether one was had."""
+        if len(self.active) < settings.CHAT_MAX_CONCURRENT and not self.waiters:
+            return True
+        waiter = self.loop.create_future()
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, settings.CHAT_QUEUE_TIMEOUT)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+
+    def add(self, generation):
+        """Register a running generation with the ticker."""
+        self.active.add(generation)
+        self._wake()
+
+    def discard(self, generation):
+        """Forget a finished generation, and let a queued one take its slot."""
+        self.active.discard(generation)
+        self.pending.pop(generation, None)
+        while self.waiters and len(self.active) < settings.CHAT_MAX_CONCURRENT:
+            waiter = self.waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    def wait_flush(self, generation):
+        """Queue a generation's text for the next tick."""
+        self.pending[generation] = None
+
+    def _wake(self):
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._run())
+
+    async def _run(self):
+        flush_s = settings.CHAT_FLUSH_MS / 1000
+        ttft_s, stall_s = settings.CHAT_FIRST_TOKEN_TIMEOUT, settings.CHAT_STALL_TIMEOUT
+        tick = max(0.003, flush_s / 3) if flush_s else 0.003
+        sweep_every = max(0.02, min(1.0, ttft_s / 4, stall_s / 4))
+        next_sweep = self.loop.time() + sweep_every
+        while self.active:
+            await asyncio.sleep(tick)
+            now = self.loop.time()
+            if self.pending:
+                for generation in list(self.pending):
+                    if now - generation.sent_at >= flush_s:
+                        del self.pending[generation]
+                        await generation.flush(now)
+            if now >= next_sweep:
+                next_sweep = now + sweep_every
+                for generation in list(self.active):
+                    generation.check_timeouts(now, ttft_s, stall_s)
+
+
+class Generation:
+    """One reply in flight: its upstream call, its frames, and the record it leaves."""
+
+    def __init__(self, send, owner, request):
+        self.send = send  # an ASGI send callable (the consumer's)
+        self.owner = owner
+        self.request = request  # the validated `send` frame
+        self.call = None
+        self.turn = None
+        self.task = None
+        self.ticker = None
+        self.reason = ""  # why it ended early: stop, disconnect, first_token_timeout, stall
+        self.buffer = []
+        self.text = []  # every delta, for the stored reply
+        self.started = self.sent_at = self.last_read = 0.0  # event-loop clock
+        self.first_at = None
+        self.prefix = ""
+        self.announced = False
+
+    def start(self):
+        """Start relaying in a task of its own; return the task."""
+        self.task = asyncio.get_running_loop().create_task(self.run())
+        return self.task
+
+    def cancel(self, reason):
+        """End the reply early for `reason`; the upstream connection closes as the task unwinds."""
+        if self.task is not None and not self.task.done():
+            self.reason = self.reason or reason
+            self.task.cancel()
+
+    def check_timeouts(self, now, ttft_s, stall_s):
+        """Cancel the reply if its first token, or its next read, is overdue."""
+        if self.call is None or self.reason:
+            return
+        if self.first_at is None and now - self.started > ttft_s:
+            self.cancel("first_token_timeout")
+        elif self.first_at is not None and now - self.last_read > stall_s:
+            self.cancel("stall")
+
+    async def run(self):
+        """Relay the reply; whatever happens, store it, write its record and send `done`."""
+        self.ticker = Ticker.get()
+        loop = self.ticker.loop
+        self.started = self.sent_at = self.last_read = loop.time()
+        if not await self.ticker.acquire():
+            await self.send_json({"type": "error", "code": "busy", "message": "The server is at capacity; try again."})
+            return
+        self.ticker.add(self)
+        error = None
+        try:
+            await self.begin()
+            await self.relay(provider_for(self.call.model).stream(self.call), loop)
+        except turns.Refused as exc:
+            await self.send_json({"type": "error", "code": exc.code, "message": str(exc)})
+            return
+        except asyncio.CancelledError:
+            self.reason = self.reason or "disconnect"
+            if self.reason in ("first_token_timeout", "stall"):
+                error = UpstreamError(timeout_message(self.reason))
+        except UpstreamError as exc:
+            error = exc
+        except httpx.HTTPError as exc:
+            error = UpstreamError(f"The upstream connection failed: {exc.__class__.__name__}")
+        except Exception as exc:  # noqa: BLE001 - the record must be written whatever went wrong
+            log.exception("relay failed for %s", self.request["model"])
+            error = UpstreamError(f"Internal error: {exc.__class__.__name__}")
+        finally:
+            self.ticker.discard(self)
+        if self.turn is not None:
+            await self.finish(error)
+
+    async def begin(self):
+        """Store the person's message and the empty reply, then send `start`."""
+        starting = asyncio.ensure_future(turns.start(self.owner, self.request))
+        try:
+            self.turn = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            self.turn = await starting  # it is being stored: let it finish, so it is recorded too
+            self.call = self.turn.call
+            raise
+        self.call = self.turn.call
+        self.prefix = '{"type":"delta","message":%d,"text":' % self.turn.message_id
+        await self.send_start()
+
+    async def send_start(self):
+        """Send the `start` frame (once)."""
+        if not self.announced:
+            self.announced = True
+            turn = self.turn
+            await self.send_json(
+                {"type": "start", "conversation": turn.conversation_id, "message": turn.message_id,
+                 "model": turn.call.model}
+            )
+
+    async def relay(self, stream, loop):
+        """Send the first delta at once, then at most one frame per CHAT_FLUSH_MS."""
+        flush_s = settings.CHAT_FLUSH_MS / 1000
+        text_append, buffer_append = self.text.append, self.buffer.append
+        async with contextlib.aclosing(stream):
+            async for text in stream:
+                now = self.last_read = loop.time()
+                text_append(text)
+                if self.first_at is None:
+                    self.first_at = now
+                    await self._send_now(text, now)
+                elif now - self.sent_at >= flush_s:
+                    buffer_append(text)
+                    await self.flush(now)
+                else:
+                    buffer_append(text)
+                    self.ticker.wait_flush(self)
+
+    async def flush(self, now):
+        """Send the text waiting in the buffer as one frame."""
+        if self.buffer:
+            text = "".join(self.buffer)
+            self.buffer.clear()
+            await self._send_now(text, now)
+
+    async def _send_now(self, text, now):
+        self.sent_at = now
+        await self.send({"type": "websocket.send", "text": self.prefix + json.dumps(text) + "}"})
+
+    async def finish(self, error):
+        """Send what is left, store the reply and its record, and send `done` (and `error`)."""
+        ended = asyncio.get_running_loop().time()
+        if self.buffer and self.reason != "disconnect":
+            await self.flush(ended)
+        ttft_ms = None if self.first_at is None else round((self.first_at - self.started) * 1000)
+        outcome = turns.Outcome(
+            text="".join(self.text),
+            reason=self.reason,
+            error=str(error) if error else "",
+            ttft_ms=ttft_ms,
+            duration_ms=round((ended - self.started) * 1000),
+            delivered=self.call.pieces if self.first_at is not None else 0,
+        )
+        # Billing must survive a second cancellation (the server shutting down mid-write).
+        done = await asyncio.shield(turns.finish(self.turn, outcome))
+        if self.reason == "disconnect":
+            return
+        await self.send_start()
+        if error is not None:
+            await self.send_json({"type": "error", "code": error.code, "message": str(error)})
+        await self.send_json(done)
+
+    async def send_json(self, payload):
+        """Send one JSON frame."""
+        await self.send({"type": "websocket.send", "text": json.dumps(payload)})
+
+
+def timeout_message(reason):
+    """Return the message a person sees when the upstream was too slow."""
+    if reason == "first_token_timeout":
+        return f"The upstream sent no reply within {settings.CHAT_FIRST_TOKEN_TIMEOUT:g} s."
+    return f"The upstream stalled for over {settings.CHAT_STALL_TIMEOUT:g} s mid-reply."

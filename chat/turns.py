@@ -1,0 +1,142 @@
+"""The two database visits of a reply: one before it starts, one when it ends, never one per token."""
+
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from billing.models import AbandonmentEvent, UsageRecord
+from chat import markdown
+from chat.models import Conversation, Message
+from chat.providers import Call, Usage
+
+# How a reply ended early -> (usage record status, message status, abandonment reason).
+ENDINGS = {
+    "stop": (UsageRecord.Status.STOPPED, Message.Status.STOPPED, AbandonmentEvent.Reason.STOP),
+    "disconnect": (UsageRecord.Status.DISCONNECTED, Message.Status.STOPPED, AbandonmentEvent.Reason.DISCONNECT),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who is chatting: a user, or an anonymous visitor's session."""
+
+    user: object
+    session_key: str
+
+    @property
+    def user_id(self):
+        return self.user.pk if self.user is not None and self.user.is_authenticated else None
+
+
+class Refused(Exception):
+    """The request cannot start; `code` is the protocol's error code."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class Turn:
+    conversation_id: int
+    message_id: int
+    call: Call
+    started: object  # an aware datetime
+    history_dropped: int
+    user_id: int | None
+    session_key: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    text: str
+    reason: str  # "", stop, disconnect, first_token_timeout, stall
+    error: str
+    ttft_ms: int | None
+    duration_ms: int
+    delivered: int
+
+
+@database_sync_to_async
+def start(owner, request):
+    """Store the person's message and an empty reply; return the Turn to relay."""
+    conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+    if request["conversation"] is None:
+        conversation = Conversation.objects.create(
+            user_id=owner.user_id, session_key="" if owner.user_id else owner.session_key,
+            title=Conversation.title_from(request["content"]), model=request["model"],
+        )
+    else:
+        conversation = conversations.filter(pk=request["conversation"]).first()
+        if conversation is None:
+            raise Refused("No such conversation.", "not_found")
+        conversation.model = request["model"]
+        conversation.save(update_fields=["model", "updated"])
+    Message.objects.create(conversation=conversation, role=Message.Role.USER, content=request["content"])
+    history, dropped = conversation.history(settings.CHAT_MAX_HISTORY_CHARS)
+    reply = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
+        model=request["model"],
+    )
+    call = Call(
+        model=request["model"], messages=history, stream=request["stream"],
+        system=settings.CHAT_SYSTEM_PROMPT, max_tokens=settings.CHAT_MAX_TOKENS,
+    )
+    return Turn(conversation.pk, reply.pk, call, timezone.now(), dropped, conversation.user_id, conversation.session_key)
+
+
+def usage_of(call, failed):
+    """Return (usage, estimated): the upstream's report, or an estimate when it gave none."""
+    if call.usage is not None and not call.usage_partial:
+        return call.usage, False
+    if failed and not call.opened:
+        return Usage(), False  # refused before it began: nothing to bill
+    return call.estimated_usage(), True
+
+
+@database_sync_to_async
+def finish(turn, outcome):
+    """Store the reply, write its one usage record (and abandonment event); return the `done` frame."""
+    call = turn.call
+    failed = bool(outcome.error)
+    record_status, message_status, abandoned = ENDINGS.get(
+        outcome.reason, (UsageRecord.Status.COMPLETED, Message.Status.COMPLETED, None)
+    )
+    if failed:
+        record_status, message_status, abandoned = UsageRecord.Status.FAILED, Message.Status.FAILED, None
+    usage, estimated = usage_of(call, failed)
+    now = timezone.now()
+    Message.objects.filter(pk=turn.message_id).update(
+        content=outcome.text, status=message_status, ttft_ms=outcome.ttft_ms, finished=now
+    )
+    abandonment = None
+    if abandoned is not None:
+        abandonment = {
+            "reason": abandoned,
+            "phase": AbandonmentEvent.Phase.BEFORE_FIRST_TOKEN if outcome.ttft_ms is None
+            else AbandonmentEvent.Phase.STREAMING,
+            "tokens_delivered": outcome.delivered,
+            "elapsed_ms": outcome.duration_ms,
+        }
+    record = UsageRecord.record(
+        abandonment=abandonment,
+        user_id=turn.user_id, session_key=turn.session_key,
+        conversation_id=turn.conversation_id, message_id=turn.message_id,
+        model=call.model, upstream_model=call.upstream_model, streamed=call.stream, status=record_status,
+        finish_reason=call.finish_reason, prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens, estimated=estimated,
+        ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms, retries=call.retries,
+        history_dropped=turn.history_dropped, error=outcome.error, started=turn.started, finished=now,
+    )
+    return {
+        "type": "done",
+        "message": turn.message_id,
+        "status": "failed" if failed else message_status,
+        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                  "estimated": estimated},
+        "cost_usd": None if record.cost_usd is None else f"{record.cost_usd:.10f}",
+        "ttft_ms": outcome.ttft_ms,
+        "html": markdown.render(outcome.text),
+    }

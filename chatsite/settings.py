@@ -1,0 +1,183 @@
+"""Settings for chatsite: every value comes from the environment (or a `.env` file at the root)."""
+
+import warnings
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=1 for a development key).")
+    warnings.warn("SECRET_KEY is not set: using an insecure development key.", stacklevel=1)
+    SECRET_KEY = "chatsite-insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "chat",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite by default; any django-environ URL (PostgreSQL in production).
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# Persistent connections: every database_sync_to_async call would otherwise open a new one.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=600))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Channel layer and cache: in-memory by default, Redis when REDIS_URL is set (several processes).
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "chatsite",
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Sessions own anonymous conversations: written to the database once, read from the cache.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 24 * 30)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGIN_URL = "/admin/login/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
+    "loggers": {
+        "chat": {"level": env.str("LOG_LEVEL", default="INFO")},
+        "billing": {"level": env.str("LOG_LEVEL", default="INFO")},
+    },
+}
+
+# --- chat -----------------------------------------------------------------------------------
+
+PROVIDER_DEFAULTS = {
+    "openai": {"base_url": "https://api.openai.com/v1", "api": "openai"},
+    "anthropic": {"base_url": "https://api.anthropic.com", "api": "anthropic"},
+}
+WIRE_PROTOCOLS = ("openai", "anthropic", "demo")
+
+
+def _models(raw):
+    """Return the model ids from CHAT_MODELS, each checked to be `provider/model`."""
+    models = [m.strip() for m in raw if m.strip()]
+    for model in models:
+        prefix, _, name = model.partition("/")
+        if not prefix or not name:
+            raise ImproperlyConfigured(
+                f"CHAT_MODELS: {model!r} is not of the form provider/model (e.g. openai/gpt-4.1-mini)."
+            )
+    if not models:
+        raise ImproperlyConfigured("CHAT_MODELS is empty: name at least one provider/model.")
+    return models
+
+
+def _provider(prefix):
+    """Return one provider's settings from <PREFIX>_BASE_URL, <PREFIX>_API_KEY and <PREFIX>_API."""
+    upper = prefix.upper().replace("-", "_")
+    defaults = PROVIDER_DEFAULTS.get(prefix, {})
+    api = "demo" if prefix == "demo" else env.str(f"{upper}_API", default=defaults.get("api", "openai"))
+    if api not in WIRE_PROTOCOLS:
+        raise ImproperlyConfigured(f"{upper}_API must be one of openai, anthropic; got {api!r}.")
+    return {
+        "api": api,
+        "base_url": env.str(f"{upper}_BASE_URL", default=defaults.get("base_url", "")).rstrip("/"),
+        "api_key": env.str(f"{upper}_API_KEY", default=""),
+    }
+
+
+CHAT_MODELS = _models(env.list("CHAT_MODELS", default=["demo/assistant"]))
+CHAT_PROVIDERS = {prefix: _provider(prefix) for prefix in {m.split("/", 1)[0] for m in CHAT_MODELS}}
+
+# Deltas after the first are coalesced into at most one frame per this many milliseconds.
+CHAT_FLUSH_MS = env.int("CHAT_FLUSH_MS", default=30)
+CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful assistant.")
+CHAT_MAX_PROMPT_CHARS = env.int("CHAT_MAX_PROMPT_CHARS", default=32_000)
+CHAT_MAX_HISTORY_CHARS = env.int("CHAT_MAX_HISTORY_CHARS", default=64_000)
+CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=1024)
+CHAT_MAX_CONCURRENT = env.int("CHAT_MAX_CONCURRENT", default=2000)
+CHAT_QUEUE_TIMEOUT = env.float("CHAT_QUEUE_TIMEOUT", default=2.0)
+CHAT_RETRIES = env.int("CHAT_RETRIES", default=2)
+CHAT_RETRY_BACKOFF = env.float("CHAT_RETRY_BACKOFF", default=0.5)
+CHAT_RETRY_MAX_WAIT = env.float("CHAT_RETRY_MAX_WAIT", default=20.0)
+CHAT_CONNECT_TIMEOUT = env.float("CHAT_CONNECT_TIMEOUT", default=10.0)
+CHAT_FIRST_TOKEN_TIMEOUT = env.float("CHAT_FIRST_TOKEN_TIMEOUT", default=60.0)
+CHAT_STALL_TIMEOUT = env.float("CHAT_STALL_TIMEOUT", default=30.0)
+# The demo model's pace: time to first token and gap between tokens, in milliseconds.
+CHAT_DEMO_TTFT_MS = env.int("CHAT_DEMO_TTFT_MS", default=350)
+CHAT_DEMO_GAP_MS = env.int("CHAT_DEMO_GAP_MS", default=25)

@@ -1,0 +1,12 @@
+"""Settings for the test suite: the project's own, with a fixed key and fast password hashing."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "chatsite-test-key")
+
+from chatsite.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CHAT_DEMO_TTFT_MS = 5
+CHAT_DEMO_GAP_MS = 1
+CHAT_RETRY_BACKOFF = 0.01

@@ -10,3 +10,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CHAT_DEMO_TTFT_MS = 5
 CHAT_DEMO_GAP_MS = 1
 CHAT_RETRY_BACKOFF = 0.01
+# Connections opened in Channels' worker threads must not outlive a test (the test database is dropped after).
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

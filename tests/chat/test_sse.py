@@ -1,0 +1,102 @@
+"""The SSE decoder against the WHATWG event-stream rules, fed bytes directly."""
+
+from chat.sse import SSEDecoder
+
+
+def events_of(*chunks):
+    decoder = SSEDecoder()
+    events = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    return events
+
+
+def test_it_reads_lf_line_ends():
+    events = events_of(b"data: one\n\ndata: two\n\n")
+    assert [e.data for e in events] == ["one", "two"]
+
+
+def test_it_reads_crlf_line_ends():
+    events = events_of(b"data: one\r\n\r\ndata: two\r\n\r\n")
+    assert [e.data for e in events] == ["one", "two"]
+
+
+def test_it_reads_cr_line_ends():
+    events = events_of(b"data: one\r\rdata: two\r\r")
+    assert [e.data for e in events] == ["one", "two"]
+
+
+def test_it_counts_a_crlf_split_across_reads_once():
+    events = events_of(b"data: one\r", b"\n\r", b"\ndata: two\r\n", b"\r\n")
+    assert [e.data for e in events] == ["one", "two"]
+
+
+def test_it_skips_comment_lines():
+    events = events_of(b": keep-alive\n\n: another\ndata: x\n\n")
+    assert [e.data for e in events] == ["x"]
+
+
+def test_it_joins_multi_line_data_with_lf():
+    events = events_of(b"data: first\ndata: second\ndata:\ndata: third\n\n")
+    assert events[0].data == "first\nsecond\n\nthird"
+
+
+def test_it_takes_data_with_or_without_the_space():
+    events = events_of(b"data:no-space\n\ndata: one-space\n\ndata:  two-spaces\n\n")
+    assert [e.data for e in events] == ["no-space", "one-space", " two-spaces"]
+
+
+def test_it_reads_event_id_and_retry_fields():
+    events = events_of(b"event: content_block_delta\nid: 7\nretry: 1500\ndata: {}\n\n")
+    event = events[0]
+    assert (event.event, event.id, event.retry, event.data) == ("content_block_delta", "7", 1500, "{}")
+
+
+def test_it_resets_the_event_type_but_keeps_the_last_id():
+    events = events_of(b"event: ping\nid: 3\ndata: a\n\ndata: b\n\n")
+    assert [(e.event, e.id) for e in events] == [("ping", "3"), ("message", "3")]
+
+
+def test_it_ignores_a_bad_retry_and_an_id_with_nul():
+    events = events_of(b"retry: soon\nid: a\x00b\ndata: x\n\n")
+    assert (events[0].retry, events[0].id) == (None, None)
+
+
+def test_it_dispatches_nothing_for_an_event_without_data():
+    assert events_of(b"event: ping\n\n") == []
+
+
+def test_it_decodes_a_utf8_character_split_across_reads():
+    payload = "data: héllo €🙂\n\n".encode()
+    split = payload.index("€".encode()) + 1  # inside the euro sign's three bytes
+    events = events_of(payload[:split], payload[split:-4], payload[-4:])
+    assert events[0].data == "héllo €🙂"
+
+
+def test_it_feeds_one_byte_at_a_time():
+    payload = 'event: x\r\ndata: {"a": "ü"}\r\n\r\n'.encode()
+    events = events_of(*[payload[i : i + 1] for i in range(len(payload))])
+    assert [(e.event, e.data) for e in events] == [("x", '{"a": "ü"}')]
+
+
+def test_it_treats_a_field_without_colon_as_a_name_with_empty_value():
+    events = events_of(b"data\ndata\n\n")
+    assert events[0].data == "\n"
+
+
+def test_it_keeps_an_unterminated_event_at_close():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: [DONE]") == []
+    assert decoder.close().data == "[DONE]"
+    assert decoder.close() is None
+
+
+def test_it_reads_openai_chunks_with_null_usage_until_the_last():
+    stream = (
+        b'data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":null}\n\n'
+        b'data: {"choices":[{"delta":{"content":"Hi"}}],"usage":null}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    events = events_of(stream[:37], stream[37:90], stream[90:])
+    assert len(events) == 4 and events[-1].data == "[DONE]"

@@ -1,0 +1,51 @@
+"""Shared fixtures: named people, their sessions, websocket connections and the mock upstream."""
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.backends.cached_db import SessionStore
+
+from chatsite.asgi import application
+
+
+def new_session():
+    """Return the key of a fresh, saved anonymous session."""
+    store = SessionStore()
+    store.create()
+    return store.session_key
+
+
+async def connect(session_key=None, *, origin=b"http://localhost"):
+    """Open /ws/chat/ as the browser would (cookie + origin); return the connected communicator."""
+    headers = [(b"origin", origin), (b"host", b"localhost")]
+    if session_key:
+        headers.append((b"cookie", f"sessionid={session_key}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive_until_done(communicator, timeout=5):
+    """Return every frame up to and including `done` (or the first `error` with no reply)."""
+    frames = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] == "done":
+            return frames
+
+
+@pytest.fixture
+def alice_session(transactional_db):
+    return new_session()
+
+
+@pytest.fixture
+def bob_session(transactional_db):
+    return new_session()
+
+
+@pytest.fixture
+def asession():
+    return database_sync_to_async(new_session)

@@ -1,0 +1,333 @@
+// The chat page: the composer, the transcript, and the websocket frames between them.
+//
+// Streamed text is only ever added as text (Text.appendData); the one HTML put in the page is
+// `done.html`, which the server renders from Markdown and sanitises.
+
+import { Connection } from "./connection.js";
+import { Sidebar, titleFrom } from "./sidebar.js";
+import { decorateCode, figuresList } from "./reply.js";
+
+const STICK_PX = 48; // this close to the bottom, the transcript follows new text
+const STOP_GRACE_MS = 4000; // a stop the server never answered is closed by the page after this
+
+const main = document.getElementById("chat");
+const transcript = document.getElementById("transcript");
+const welcome = document.getElementById("welcome");
+const jump = document.getElementById("jump");
+const form = document.getElementById("composer");
+const prompt = document.getElementById("prompt");
+const modelSelect = document.getElementById("model");
+const streamToggle = document.getElementById("stream");
+const sendButton = document.getElementById("send");
+const stopButton = document.getElementById("stop");
+const indicator = document.getElementById("connection");
+
+let conversation = main.dataset.conversation ? Number(main.dataset.conversation) : null;
+let turn = null; // the reply in flight: {item, userEl, replyEl, state, messageId, ...}
+let outbox = null; // the one message waiting to be sent: {content, model, stream, userEl}
+let stick = true;
+
+const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${main.dataset.wsPath}`;
+const connection = new Connection(wsUrl, { onFrame: received, onState: showConnection, onClose: connectionLost });
+const sidebar = new Sidebar(main, {
+  isBusy: (id) => turn !== null && Number(id) === conversation,
+  onDeleted: (id) => { if (id === conversation) startOver(); },
+});
+
+// --- the transcript ----------------------------------------------------------------------
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function addMessage(role) {
+  const article = element("article", `message ${role}`);
+  article.append(element("h3", "visually-hidden", role === "user" ? "You" : "Assistant"));
+  const bubble = element("div", "bubble");
+  article.append(bubble);
+  welcome.hidden = true;
+  transcript.append(article);
+  return article;
+}
+
+function addUserMessage(content) {
+  const article = addMessage("user");
+  article.querySelector(".bubble").append(element("div", "content text", content));
+  follow();
+  return article;
+}
+
+function setNote(article, text) {
+  let note = article.querySelector(".note");
+  if (!text) return note?.remove();
+  if (!note) note = article.querySelector(".bubble").appendChild(element("p", "note"));
+  note.textContent = text;
+}
+
+function addReply() {
+  const article = addMessage("assistant");
+  article.dataset.status = "streaming";
+  article.setAttribute("aria-busy", "true");
+  const content = element("div", "content text streaming");
+  const text = document.createTextNode("");
+  const caret = element("span", "caret");
+  caret.setAttribute("aria-hidden", "true");
+  content.append(text, caret);
+  article.querySelector(".bubble").append(content);
+  follow();
+  return { article, content, text, caret };
+}
+
+function follow() {
+  if (stick) transcript.scrollTop = transcript.scrollHeight;
+  else jump.hidden = false;
+}
+
+transcript.addEventListener("scroll", () => {
+  stick = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < STICK_PX;
+  if (stick) jump.hidden = true;
+});
+jump.addEventListener("click", () => {
+  stick = true;
+  jump.hidden = true;
+  transcript.scrollTop = transcript.scrollHeight;
+  prompt.focus();
+});
+
+// Mark a reply as ended: a status mark, an optional message, and a retry for the person.
+function endReply(reply, status, message, item) {
+  reply.caret?.remove();
+  reply.article.dataset.status = status;
+  reply.article.removeAttribute("aria-busy");
+  reply.content.classList.remove("streaming");
+  const bubble = reply.article.querySelector(".bubble");
+  bubble.querySelector(".mark")?.remove();
+  if (status === "completed") return;
+  const mark = element("p", `mark ${status}`);
+  if (status === "failed") mark.setAttribute("role", "alert");
+  mark.append(element("span", "", message || (status === "stopped" ? "Stopped" : "Failed")));
+  if (item) {
+    const retry = element("button", "button small retry", "Retry");
+    retry.type = "button";
+    retry.setAttribute("aria-label", `Retry: ${titleFrom(item.content)}`);
+    retry.addEventListener("click", () => queue(item.content, item.model, item.stream));
+    mark.append(" ", retry);
+  }
+  const figures = bubble.querySelector(".figures");
+  bubble.insertBefore(mark, figures);
+}
+
+// --- sending -----------------------------------------------------------------------------
+
+function queue(content, model, stream) {
+  if (outbox !== null) return false;
+  outbox = { content, model, stream, userEl: addUserMessage(content) };
+  pump();
+  return true;
+}
+
+// Send the waiting message if the socket is open and no reply is in flight; else say why it waits.
+function pump() {
+  if (outbox !== null && turn === null && connection.isOpen) {
+    const item = outbox;
+    const frame = { type: "send", content: item.content, model: item.model, stream: item.stream, conversation };
+    if (connection.send(frame)) {
+      outbox = null;
+      setNote(item.userEl, "");
+      turn = { item, userEl: item.userEl, state: "waiting", reply: addReply(), messageId: null,
+               firstAt: null, error: null, stopTimer: null };
+    }
+  }
+  if (outbox !== null) {
+    setNote(outbox.userEl, turn !== null ? "Queued: sends when the reply ends."
+      : "Not sent yet: waiting for the connection.");
+  }
+  updateControls();
+}
+
+function updateControls() {
+  const streaming = turn !== null && turn.state !== "stopping";
+  stopButton.hidden = !streaming;
+  sendButton.disabled = outbox !== null;
+  sendButton.textContent = turn !== null ? "Queue" : "Send";
+  main.classList.toggle("busy", turn !== null);
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const content = prompt.value;
+  if (!content.trim()) return prompt.focus();
+  if (queue(content, modelSelect.value, streamToggle.checked)) prompt.value = "";
+  stick = true;
+  follow();
+});
+
+prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  } else if (event.key === "Escape" && turn !== null) {
+    stop();
+  }
+});
+
+stopButton.addEventListener("click", () => {
+  stop();
+  prompt.focus();
+});
+
+// Stop the reply: the page freezes it at once and tells the server, which answers with `done`.
+function stop() {
+  if (turn === null || turn.state === "stopping") return;
+  connection.send({ type: "stop" });
+  turn.state = "stopping";
+  turn.reply.caret.remove();
+  setStatusText(turn.reply, "Stopping…");
+  const stopping = turn;
+  turn.stopTimer = setTimeout(() => {
+    if (turn === stopping) finishLocally("stopped", "Stopped (the server did not confirm)");
+  }, STOP_GRACE_MS);
+  updateControls();
+}
+
+function setStatusText(reply, text) {
+  let mark = reply.article.querySelector(".mark");
+  if (!mark) mark = reply.article.querySelector(".bubble").appendChild(element("p", "mark stopped"));
+  mark.textContent = text;
+}
+
+// End the turn without a `done` (the socket closed, or the server never answered a stop).
+function finishLocally(status, message) {
+  const ended = turn;
+  clearTimeout(ended.stopTimer);
+  turn = null;
+  endReply(ended.reply, status, message, ended.item);
+  pump();
+}
+
+// --- frames from the server --------------------------------------------------------------
+
+function received(frame) {
+  if (frame.type === "delta") return delta(frame);
+  if (frame.type === "start") return started(frame);
+  if (frame.type === "done") return done(frame);
+  if (frame.type === "error") return failed(frame);
+}
+
+function started(frame) {
+  if (turn === null) return;
+  turn.messageId = frame.message;
+  turn.reply.article.dataset.id = frame.message;
+  turn.startedAt = performance.now();
+  if (turn.state === "waiting") turn.state = "streaming";
+  if (conversation !== frame.conversation) {
+    conversation = frame.conversation;
+    main.dataset.conversation = conversation;
+    sidebar.add(conversation, titleFrom(turn.item.content));
+    const url = main.dataset.conversationUrl.replace("/0/", `/${conversation}/`);
+    history.replaceState(null, "", url);
+    document.title = `${titleFrom(turn.item.content)} · chatsite`;
+  } else {
+    sidebar.touch(conversation);
+  }
+}
+
+function delta(frame) {
+  if (turn === null || frame.message !== turn.messageId || turn.state === "stopping") return;
+  if (turn.firstAt === null) turn.firstAt = performance.now();
+  turn.reply.text.appendData(frame.text);
+  follow();
+}
+
+function done(frame) {
+  if (turn === null || frame.message !== turn.messageId) return;
+  const ended = turn;
+  clearTimeout(ended.stopTimer);
+  turn = null;
+  const reply = ended.reply;
+  reply.content.className = "content markdown";
+  if (frame.html) {
+    reply.content.innerHTML = frame.html; // rendered and sanitised by the server (chat.markdown)
+    decorateCode(reply.content);
+  } else {
+    reply.content.className = "content empty";
+    reply.content.textContent = frame.status === "failed" ? "No reply was received." : "No text was received.";
+  }
+  reply.caret = null;
+  const seconds = ended.firstAt === null ? 0 : (performance.now() - ended.firstAt) / 1000;
+  reply.article.querySelector(".bubble").append(figuresList(frame, ended.item.model, seconds));
+  const message = frame.status === "failed" ? `Failed: ${ended.error?.message || "the reply could not be finished."}` : "";
+  endReply(reply, frame.status, message, frame.status === "completed" ? null : ended.item);
+  follow();
+  pump();
+}
+
+function failed(frame) {
+  if (turn !== null && turn.messageId === null && turn.state !== "stopping") {
+    // Refused before it started: the server stored nothing for this send.
+    const ended = turn;
+    turn = null;
+    if (frame.code === "not_found") startOver({ keepTranscript: true });
+    ended.reply.content.textContent = "";
+    endReply(ended.reply, "failed", `Not sent: ${frame.message}`, ended.item);
+    pump();
+  } else if (turn !== null) {
+    turn.error = frame; // `done` (status failed) follows and shows it
+  } else {
+    const notice = addMessage("assistant");
+    notice.querySelector(".bubble").append(element("p", "mark failed", frame.message));
+    notice.querySelector(".mark").setAttribute("role", "alert");
+    follow();
+  }
+}
+
+// --- the connection ----------------------------------------------------------------------
+
+const STATES = {
+  connecting: "Connecting…",
+  open: "Connected",
+  waiting: "Reconnecting",
+  offline: "Offline",
+  expired: "Session expired: reload the page",
+};
+
+function showConnection(state, delay) {
+  indicator.dataset.state = state;
+  let text = STATES[state];
+  if (delay !== undefined) text += ` in ${Math.max(1, Math.round(delay / 1000))} s…`;
+  indicator.querySelector(".connection-text").textContent = text;
+  if (state === "open") pump();
+  if (state === "expired" && outbox !== null) setNote(outbox.userEl, "Not sent: reload the page and send it again.");
+}
+
+function connectionLost() {
+  if (turn === null) return;
+  if (turn.messageId === null) {
+    finishLocally("failed", "The connection was lost before the reply started; it may not have been sent.");
+  } else {
+    finishLocally("stopped", "Stopped: the connection was lost. What arrived is kept.");
+  }
+}
+
+// --- a fresh conversation ----------------------------------------------------------------
+
+function startOver({ keepTranscript = false } = {}) {
+  conversation = null;
+  main.dataset.conversation = "";
+  history.replaceState(null, "", "/");
+  document.title = "chatsite";
+  if (keepTranscript) return;
+  transcript.querySelectorAll(".message").forEach((node) => node.remove());
+  welcome.hidden = false;
+}
+
+// --- start -------------------------------------------------------------------------------
+
+document.querySelectorAll(".message.assistant .markdown").forEach(decorateCode);
+transcript.scrollTop = transcript.scrollHeight;
+connection.connect();
+updateControls();
+prompt.focus();

@@ -1,0 +1,203 @@
+// The conversation list: the phone menu, new entries, rename and delete.
+
+const TITLE_LENGTH = 80;
+
+function csrfToken() {
+  return document.querySelector('meta[name="csrf-token"]').content;
+}
+
+// POST JSON to one of the page's endpoints; return the parsed answer or throw an Error to show.
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  if (response.status === 404) throw new Error("That conversation no longer exists.");
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error || `The server answered ${response.status}.`);
+  return data;
+}
+
+// The title the server gives a conversation from its first message (Conversation.title_from).
+export function titleFrom(text) {
+  const line = text.split(/\s+/).filter(Boolean).join(" ");
+  if (line.length <= TITLE_LENGTH) return line;
+  const cut = line.slice(0, TITLE_LENGTH - 1);
+  const space = cut.lastIndexOf(" ");
+  return (space > 0 ? cut.slice(0, space) : cut) + "…";
+}
+
+export class Sidebar {
+  constructor(main, { isBusy, onDeleted }) {
+    this.list = document.getElementById("conversations");
+    this.empty = document.getElementById("empty-list");
+    this.nav = document.getElementById("sidebar");
+    this.menu = document.getElementById("menu-button");
+    this.urls = {
+      rename: main.dataset.renameUrl,
+      delete: main.dataset.deleteUrl,
+      conversation: main.dataset.conversationUrl,
+    };
+    this.isBusy = isBusy;
+    this.onDeleted = onDeleted;
+    this.menu.addEventListener("click", () => this.toggle());
+    this.nav.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.isOpen()) this.toggle(false);
+    });
+    this.list.addEventListener("click", (event) => this.clicked(event));
+    document.addEventListener("click", (event) => {
+      if (this.isOpen() && !this.nav.contains(event.target) && !this.menu.contains(event.target)) this.toggle(false);
+    });
+  }
+
+  url(kind, id) {
+    return this.urls[kind].replace("/0/", `/${id}/`);
+  }
+
+  isOpen() {
+    return this.menu.getAttribute("aria-expanded") === "true";
+  }
+
+  // Show or hide the list on a narrow screen.
+  toggle(open = !this.isOpen()) {
+    this.menu.setAttribute("aria-expanded", String(open));
+    document.body.classList.toggle("sidebar-open", open);
+    if (open) this.nav.querySelector("a, button")?.focus();
+    else this.menu.focus();
+  }
+
+  // Put a new conversation at the top of the list and mark it current.
+  add(id, title) {
+    this.list.querySelectorAll(".current").forEach((item) => {
+      item.classList.remove("current");
+      item.querySelector("a").removeAttribute("aria-current");
+    });
+    const item = document.createElement("li");
+    item.className = "conversation current";
+    item.dataset.id = id;
+    const link = document.createElement("a");
+    link.className = "conversation-link";
+    link.href = this.url("conversation", id);
+    link.setAttribute("aria-current", "page");
+    const actions = document.createElement("span");
+    actions.className = "conversation-actions";
+    for (const [kind, glyph, label] of [["rename", "✎", "Rename"], ["delete", "✕", "Delete"]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `icon-button ${kind}`;
+      button.title = label;
+      const icon = document.createElement("span");
+      icon.setAttribute("aria-hidden", "true");
+      icon.textContent = glyph;
+      button.append(icon);
+      actions.append(button);
+    }
+    item.append(link, actions);
+    this.setTitle(item, title);
+    this.list.prepend(item);
+    this.empty.hidden = true;
+  }
+
+  // Move a conversation to the top (it was just used).
+  touch(id) {
+    const item = this.item(id);
+    if (item && item !== this.list.firstElementChild) this.list.prepend(item);
+  }
+
+  item(id) {
+    return this.list.querySelector(`li[data-id="${Number(id)}"]`);
+  }
+
+  setTitle(item, title) {
+    const shown = title || "Untitled conversation";
+    item.querySelector(".conversation-link").textContent = shown;
+    item.querySelector(".rename").setAttribute("aria-label", `Rename “${shown}”`);
+    item.querySelector(".delete").setAttribute("aria-label", `Delete “${shown}”`);
+  }
+
+  clicked(event) {
+    const button = event.target.closest("button");
+    if (!button) return;
+    const item = button.closest("li");
+    if (button.classList.contains("rename")) this.startRename(item);
+    else if (button.classList.contains("delete")) this.confirmDelete(item, button);
+  }
+
+  // Replace the title by a small form: Enter saves, Escape cancels.
+  startRename(item) {
+    const link = item.querySelector(".conversation-link");
+    const form = document.createElement("form");
+    form.className = "rename-form";
+    const input = document.createElement("input");
+    input.type = "text";
+    input.maxLength = TITLE_LENGTH;
+    input.value = link.textContent;
+    input.setAttribute("aria-label", "New title");
+    form.append(input);
+    link.hidden = true;
+    item.querySelector(".conversation-actions").hidden = true;
+    item.prepend(form);
+    input.focus();
+    input.select();
+    const close = () => {
+      form.remove();
+      link.hidden = false;
+      item.querySelector(".conversation-actions").hidden = false;
+      item.querySelector(".rename").focus();
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.preventDefault();
+        close();
+      }
+    });
+    input.addEventListener("blur", () => { if (form.isConnected && !form.dataset.saving) close(); });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const title = input.value.trim();
+      if (!title) return close();
+      form.dataset.saving = "1";
+      try {
+        const data = await post(this.url("rename", item.dataset.id), { title });
+        this.setTitle(item, data.title);
+      } catch (err) {
+        window.alert(err.message);
+      }
+      close();
+    });
+  }
+
+  // Delete on a second click within a few seconds, so one slip loses nothing.
+  async confirmDelete(item, button) {
+    const id = item.dataset.id;
+    if (this.isBusy(id)) {
+      button.setAttribute("aria-label", "Stop the reply before deleting this conversation");
+      return;
+    }
+    if (!button.classList.contains("confirm")) {
+      button.classList.add("confirm");
+      button.dataset.label = button.getAttribute("aria-label");
+      button.setAttribute("aria-label", "Press again to delete");
+      button.querySelector("span").textContent = "Delete?";
+      setTimeout(() => {
+        button.classList.remove("confirm");
+        button.setAttribute("aria-label", button.dataset.label);
+        button.querySelector("span").textContent = "✕";
+      }, 4000);
+      return;
+    }
+    try {
+      await post(this.url("delete", id), {});
+    } catch (err) {
+      window.alert(err.message);
+      return;
+    }
+    const next = item.nextElementSibling || item.previousElementSibling;
+    item.remove();
+    this.empty.hidden = this.list.children.length > 0;
+    (next?.querySelector("a") || document.getElementById("new-chat")).focus();
+    this.onDeleted(Number(id));
+  }
+}

@@ -1,0 +1,209 @@
+import json
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from chat.models import Conversation, Message
+from chat.views import cost_label
+
+pytestmark = pytest.mark.django_db
+
+
+def visitor():
+    """Return a test client that has loaded the page once, so it holds a session."""
+    client = Client()
+    assert client.get("/").status_code == 200
+    return client
+
+
+def conversation_of(client, title="A chat", **fields):
+    return Conversation.objects.create(session_key=client.session.session_key, title=title, **fields)
+
+
+@pytest.fixture
+def alice():
+    return visitor()
+
+
+@pytest.fixture
+def bob():
+    return visitor()
+
+
+def test_it_renders_the_page_for_an_anonymous_visitor(client, settings):
+    settings.CHAT_MODELS = ["demo/assistant", "openai/gpt-4.1-mini"]
+    response = client.get("/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert '<option value="demo/assistant" selected>' in page
+    assert '<option value="openai/gpt-4.1-mini">' in page
+    assert 'aria-live="polite"' in page
+    assert '<label for="prompt"' in page
+    assert "/static/chat/chat.js" in page
+
+
+def test_it_creates_the_session_once(client):
+    with CaptureQueriesContext(connection) as first:
+        response = client.get("/")
+    assert "sessionid" in response.cookies
+    assert Session.objects.count() == 1
+    inserts = [q for q in first.captured_queries if q["sql"].startswith("INSERT")]
+    updates = [q for q in first.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(inserts) == 1 and not updates  # created once, not created then saved again
+    key = response.cookies["sessionid"].value
+    with CaptureQueriesContext(connection) as second:
+        again = client.get("/")
+    assert "sessionid" not in again.cookies
+    assert Session.objects.get().session_key == key
+    assert not [q for q in second.captured_queries if not q["sql"].startswith("SELECT")]
+
+
+def test_it_lists_only_the_visitors_own_conversations(alice, bob):
+    conversation_of(alice, "Alice's plans")
+    conversation_of(bob, "Bob's secrets")
+    page = alice.get("/").content.decode()
+    assert "Alice&#x27;s plans" in page
+    assert "Bob" not in page
+
+
+def test_it_lists_a_signed_in_users_conversations(client):
+    carol = User.objects.create_user("carol", password="pw")
+    Conversation.objects.create(user=carol, title="Carol's chat")
+    client.force_login(carol)
+    assert "Carol&#x27;s chat" in client.get("/").content.decode()
+
+
+def test_it_renders_a_stored_conversation(alice):
+    chat = conversation_of(alice, "Markdown", model="demo/assistant")
+    Message.objects.create(conversation=chat, role="user", content="<b>hi</b> there")
+    reply = Message.objects.create(conversation=chat, role="assistant", content="# Title\n\n<img src=x onerror=alert(1)>")
+    now = timezone.now()
+    UsageRecord.objects.create(
+        conversation=chat, message=reply, model="demo/assistant", status="completed", prompt_tokens=12,
+        completion_tokens=7, cost_usd=Decimal("0.0000156000"), ttft_ms=230, duration_ms=930, started=now, finished=now,
+    )
+    for url in (f"/c/{chat.pk}/", f"/?c={chat.pk}"):
+        page = alice.get(url).content.decode()
+        assert "&lt;b&gt;hi&lt;/b&gt; there" in page
+        assert "<h1>Title</h1>" in page
+        assert "<img" not in page
+        assert "&lt;img src=x onerror=alert(1)&gt;" in page
+        assert "230 ms" in page and "12 in · 7 out" in page and "$0.0000156" in page and "10.0 tok/s" in page
+        assert 'aria-current="page"' in page
+
+
+def test_it_shows_an_interrupted_reply_as_stopped(alice):
+    chat = conversation_of(alice)
+    Message.objects.create(conversation=chat, role="user", content="go on")
+    Message.objects.create(conversation=chat, role="assistant", content="", status="streaming")
+    Message.objects.create(conversation=chat, role="user", content="and again")
+    Message.objects.create(conversation=chat, role="assistant", content="Half a rep", status="stopped")
+    response = alice.get(f"/c/{chat.pk}/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert page.count('class="mark stopped"') == 2
+    assert "No text was stored for this reply." in page
+    assert "<p>Half a rep</p>" in page
+
+
+def test_it_keeps_the_page_get_to_a_few_queries(alice):
+    chat = conversation_of(alice)
+    for i in range(5):
+        Message.objects.create(conversation=chat, role="user", content=f"q{i}")
+        Message.objects.create(conversation=chat, role="assistant", content=f"a{i}")
+    with CaptureQueriesContext(connection) as queries:
+        alice.get(f"/c/{chat.pk}/")
+    assert len(queries) <= 3  # the list, the messages, their usage records
+
+
+def test_it_hides_someone_elses_conversation(alice, bob):
+    theirs = conversation_of(bob, "Bob's secrets")
+    assert alice.get(f"/c/{theirs.pk}/").status_code == 404
+    assert alice.get(f"/?c={theirs.pk}").status_code == 404
+    assert Client().get(f"/c/{theirs.pk}/").status_code == 404
+
+
+def test_it_renames_for_the_owner(alice):
+    chat = conversation_of(alice, "Old")
+    response = alice.post(f"/c/{chat.pk}/rename/", json.dumps({"title": "  New\n  name "}),
+                          content_type="application/json")
+    assert response.status_code == 200
+    assert response.json() == {"id": chat.pk, "title": "New name"}
+    chat.refresh_from_db()
+    assert chat.title == "New name"
+
+
+def test_it_renames_from_a_form(alice):
+    chat = conversation_of(alice, "Old")
+    assert alice.post(f"/c/{chat.pk}/rename/", {"title": "Formed"}).status_code == 200
+    chat.refresh_from_db()
+    assert chat.title == "Formed"
+
+
+def test_it_refuses_an_empty_title(alice):
+    chat = conversation_of(alice, "Old")
+    response = alice.post(f"/c/{chat.pk}/rename/", {"title": "   "})
+    assert response.status_code == 400
+    chat.refresh_from_db()
+    assert chat.title == "Old"
+
+
+def test_it_does_not_rename_someone_elses(alice, bob):
+    theirs = conversation_of(bob, "Bob's")
+    response = alice.post(f"/c/{theirs.pk}/rename/", {"title": "Mine now"})
+    assert response.status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.title == "Bob's"
+
+
+def test_it_deletes_for_the_owner(alice):
+    chat = conversation_of(alice)
+    Message.objects.create(conversation=chat, role="user", content="bye")
+    response = alice.post(f"/c/{chat.pk}/delete/")
+    assert response.status_code == 200
+    assert not Conversation.objects.filter(pk=chat.pk).exists()
+    assert not Message.objects.exists()
+
+
+def test_it_does_not_delete_someone_elses(alice, bob):
+    theirs = conversation_of(bob)
+    assert alice.post(f"/c/{theirs.pk}/delete/").status_code == 404
+    assert Client().post(f"/c/{theirs.pk}/delete/").status_code == 404
+    assert Conversation.objects.filter(pk=theirs.pk).exists()
+
+
+def test_it_only_changes_conversations_by_post(alice):
+    chat = conversation_of(alice)
+    assert alice.get(f"/c/{chat.pk}/delete/").status_code == 405
+    assert alice.get(f"/c/{chat.pk}/rename/").status_code == 405
+    assert Conversation.objects.filter(pk=chat.pk).exists()
+
+
+def test_it_enforces_csrf():
+    client = Client(enforce_csrf_checks=True)
+    page = client.get("/").content.decode()
+    chat = conversation_of(client, "Guarded")
+    assert client.post(f"/c/{chat.pk}/delete/").status_code == 403
+    assert client.post(f"/c/{chat.pk}/rename/", {"title": "x"}).status_code == 403
+    assert Conversation.objects.filter(pk=chat.pk, title="Guarded").exists()
+    token = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    response = client.post(f"/c/{chat.pk}/rename/", json.dumps({"title": "Renamed"}),
+                           content_type="application/json", headers={"X-CSRFToken": token})
+    assert response.status_code == 200
+    assert client.post(f"/c/{chat.pk}/delete/", headers={"X-CSRFToken": token}).status_code == 200
+    assert not Conversation.objects.filter(pk=chat.pk).exists()
+
+
+def test_it_shows_tiny_costs_with_every_digit():
+    assert cost_label(Decimal("0.0000156000")) == "$0.0000156"
+    assert cost_label(Decimal("0.0000000001")) == "$0.0000000001"
+    assert cost_label(Decimal("1.5000000000")) == "$1.50"
+    assert cost_label(Decimal("0E-10")) == "$0.00"
+    assert cost_label(None) == "not priced"

@@ -68,6 +68,10 @@ class ModelPrice(models.Model):
         return total.quantize(COST_PLACES)
 
 
+REPORT_COLUMNS = ["ttft_ms", "started", "prompt_tokens", "completion_tokens", "cost_usd"]
+REPORT_PREFIX = {"model": ["model"], "status": ["status"], "user": ["user", "session_key"]}
+
+
 class UsageRecord(models.Model):
     class Status(models.TextChoices):
         COMPLETED = "completed"
@@ -111,6 +115,13 @@ class UsageRecord(models.Model):
             models.Index(fields=["model", "started"]),
             models.Index(fields=["status", "started"]),
             models.Index(fields=["user", "started"]),
+            # Covering indexes for usage_report and the admin totals: each grouping reads one index in order,
+            # with no sort and no table rows (see docs/REPORTS.md for the measurements).
+            models.Index(fields=[*REPORT_PREFIX["model"], *REPORT_COLUMNS], name="usage_report_by_model"),
+            models.Index(fields=[*REPORT_PREFIX["status"], *REPORT_COLUMNS], name="usage_report_by_status"),
+            models.Index(fields=[*REPORT_PREFIX["user"], *REPORT_COLUMNS], name="usage_report_by_user"),
+            models.Index(fields=["started", "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd"],
+                         name="usage_report_by_day"),
         ]
 
     def __str__(self):

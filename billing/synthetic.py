@@ -139,7 +139,7 @@ class Seeder:
         record = UsageRecord(
             request_id=uuid.UUID(int=r.getrandbits(128), version=4),
             user_id=None if anonymous else r.choice(self.user_ids),
-            session_key=r.choice(self.sessions),
+            session_key=r.choice(self.sessions) if anonymous else "",
             model=profile.model, upstream_model=profile.upstream, streamed=streamed, status=status,
             finish_reason={"completed": "stop", "failed": ""}.get(status, ""),
             prompt_tokens=prompt, completion_tokens=reply, cached_tokens=cached, estimated=estimated,

@@ -1,0 +1,68 @@
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from billing.models import ModelPrice, UsageRecord
+from tests.billing.conftest import DAY1, make_record
+
+pytestmark = pytest.mark.django_db
+
+
+def price(model, input_rate, output_rate, cached_rate=None, effective_from=datetime(2025, 1, 1, tzinfo=timezone.utc)):
+    return ModelPrice.objects.create(
+        model=model, input_per_mtok=Decimal(input_rate), output_per_mtok=Decimal(output_rate),
+        cached_input_per_mtok=None if cached_rate is None else Decimal(cached_rate), effective_from=effective_from,
+    )
+
+
+def test_it_ships_default_prices():
+    mini = ModelPrice.objects.in_force("openai/gpt-4.1-mini")
+    assert (mini.input_per_mtok, mini.output_per_mtok, mini.cached_input_per_mtok) == (
+        Decimal("0.40"), Decimal("1.60"), Decimal("0.10")
+    )
+    assert ModelPrice.objects.in_force("demo/assistant").cost(1000, 1000) == Decimal(0)
+    sonnet = ModelPrice.objects.in_force("anthropic/claude-sonnet-4-5")
+    assert (sonnet.input_per_mtok, sonnet.output_per_mtok) == (Decimal("3"), Decimal("15"))
+
+
+def test_it_charges_cached_tokens_at_the_cached_rate():
+    p = price("acme/big", "2.00", "8.00", "0.50")
+    # 1000 prompt tokens of which 400 cached: 600 * 2 + 400 * 0.5 + 100 * 8 = 2200 per million.
+    assert p.cost(1000, 100, cached_tokens=400) == Decimal("0.0022000000")
+
+
+def test_it_charges_cached_tokens_at_the_input_rate_without_a_cached_rate():
+    p = price("acme/plain", "2.00", "8.00")
+    assert p.cost(1000, 0, cached_tokens=400) == Decimal("0.0020000000")
+
+
+def test_it_keeps_a_records_cost_when_the_price_changes_later():
+    price("acme/big", "2.00", "8.00", "0.50")
+    before = make_record(model="acme/big", prompt_tokens=1000, completion_tokens=1000)
+    price("acme/big", "4.00", "16.00", "1.00", effective_from=datetime(2025, 7, 1, tzinfo=timezone.utc))
+    after = make_record(datetime(2025, 7, 2, tzinfo=timezone.utc), model="acme/big", prompt_tokens=1000, completion_tokens=1000)
+    before.refresh_from_db()
+    assert before.cost_usd == Decimal("0.0100000000")
+    assert after.cost_usd == Decimal("0.0200000000")
+
+
+def test_it_resolves_a_dated_model_to_its_family():
+    record = make_record(model="openai/gpt-4.1-mini-2025-04-14", prompt_tokens=1_000_000, completion_tokens=0)
+    assert record.price == ModelPrice.objects.in_force("openai/gpt-4.1-mini")
+    assert record.cost_usd == Decimal("0.4000000000")
+
+
+def test_it_leaves_an_unpriced_model_with_a_null_cost():
+    record = make_record(model="local/llama-3.1-8b")
+    record.refresh_from_db()
+    assert record.price is None
+    assert record.cost_usd is None
+
+
+def test_it_prices_seven_tokens_exactly():
+    record = make_record(model="openai/gpt-4.1-mini", started=DAY1, prompt_tokens=0, completion_tokens=7)
+    record.refresh_from_db()
+    # 7 * 1.60 / 1,000,000 = 0.0000112: a float would not keep it.
+    assert record.cost_usd == Decimal("0.0000112000")
+    assert str(UsageRecord.objects.get(pk=record.pk).cost_usd) == "0.0000112000"

@@ -1,0 +1,149 @@
+import csv
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from billing import reports
+from billing.models import UsageRecord
+from tests.billing.conftest import DAY1, make_record
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args):
+    out = StringIO()
+    call_command("usage_report", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def history(alice, bob):
+    """Records over three days and four models, some unpriced, some abandoned, from alice, bob and a visitor."""
+    stop = {"reason": "stop", "phase": "streaming", "tokens_delivered": 3, "elapsed_ms": 400}
+    leave = {"reason": "disconnect", "phase": "before_first_token", "tokens_delivered": 0, "elapsed_ms": 90}
+    specs = [
+        (0, "openai/gpt-4.1-mini", "completed", alice, "", 120, 1000, 200, None),
+        (0, "openai/gpt-4.1-mini", "stopped", alice, "", 250, 300, 3, stop),
+        (0, "anthropic/claude-haiku-4-5", "completed", bob, "", 800, 2000, 700, None),
+        (1, "local/llama-3.1-8b", "completed", None, "abcdefgh12345678", 90, 500, 100, None),
+        (1, "local/llama-3.1-8b", "disconnected", None, "abcdefgh12345678", None, 500, 0, leave),
+        (1, "openai/gpt-4.1-mini-2025-04-14", "failed", bob, "", None, 0, 0, None),
+        (2, "deepseek/deepseek-chat", "completed", alice, "", 600, 7, 7, None),
+        (2, "openai/gpt-4.1-mini", "completed", None, "zyxwvuts98765432", 140, 40, 20, None),
+    ]
+    for day, model, status, user, session, ttft, prompt, completion, abandonment in specs:
+        make_record(
+            DAY1 + timedelta(days=day), model=model, status=status, user=user, session_key=session, ttft_ms=ttft,
+            prompt_tokens=prompt, completion_tokens=completion, abandonment=abandonment,
+        )
+    return UsageRecord.objects.all()
+
+
+@pytest.mark.parametrize("by", reports.GROUPS)
+def test_it_reports_totals_equal_to_the_records(history, by):
+    rows = json.loads(run("--by", by, "--format", "json"))
+    assert sum(r["requests"] for r in rows) == len(history) == 8
+    assert sum(r["prompt_tokens"] for r in rows) == sum(r.prompt_tokens for r in history)
+    assert sum(r["completion_tokens"] for r in rows) == sum(r.completion_tokens for r in history)
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == sum(r.cost_usd for r in history if r.cost_usd is not None)
+    assert sum(r["unpriced"] for r in rows) == 2
+    assert sum(r["abandoned"] for r in rows) == 2
+    assert all(len(r["cost_usd"].split(".")[1]) == 10 for r in rows)
+
+
+def test_it_groups_by_model(history):
+    rows = {r["group"]: r for r in json.loads(run("--format", "json"))}
+    mini = rows["openai/gpt-4.1-mini"]
+    assert (mini["requests"], mini["abandoned"], mini["abandonment_rate"]) == (3, 1, 0.3333)
+    assert mini["ttft_p50_ms"] == 140 and mini["ttft_p95_ms"] == 250
+    llama = rows["local/llama-3.1-8b"]
+    assert (llama["unpriced"], llama["cost_usd"]) == (2, "0.0000000000")
+    assert llama["ttft_p50_ms"] == 90 and llama["ttft_p95_ms"] == 90
+    # 7 input tokens at 0.28 and 7 output at 0.42 per million (the V3.2 price, in force since 2025-09-29)
+    # would be 0.0000049; on 2025-06-03 the V3 price was in force: 7 * 0.27 + 7 * 1.10 = 9.59 per million.
+    assert rows["deepseek/deepseek-chat"]["cost_usd"] == "0.0000095900"
+    assert rows["openai/gpt-4.1-mini-2025-04-14"]["ttft_p50_ms"] is None
+
+
+def test_it_groups_by_user_and_session(history):
+    rows = {r["group"]: r for r in json.loads(run("--by", "user", "--format", "json"))}
+    assert set(rows) == {"alice", "bob", "session:abcdefgh", "session:zyxwvuts"}
+    assert rows["alice"]["requests"] == 3
+    assert rows["session:abcdefgh"]["abandoned"] == 1
+
+
+def test_it_groups_by_day_and_status(history):
+    days = [r["group"] for r in json.loads(run("--by", "day", "--format", "json"))]
+    assert days == ["2025-06-01", "2025-06-02", "2025-06-03"]
+    statuses = {r["group"]: r["requests"] for r in json.loads(run("--by", "status", "--format", "json"))}
+    assert statuses == {"completed": 5, "stopped": 1, "disconnected": 1, "failed": 1}
+
+
+def test_it_filters_by_inclusive_days(history):
+    rows = json.loads(run("--since", "2025-06-02", "--until", "2025-06-02", "--by", "day", "--format", "json"))
+    assert [(r["group"], r["requests"]) for r in rows] == [("2025-06-02", 3)]
+
+
+def test_it_takes_the_last_n_days():
+    now = datetime.now(timezone.utc)
+    make_record(now - timedelta(hours=1))
+    make_record(now - timedelta(days=3))
+    rows = json.loads(run("--days", "2", "--format", "json"))
+    assert [r["requests"] for r in rows] == [1]
+
+
+def test_it_computes_nearest_rank_percentiles():
+    for ms in [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]:
+        make_record(model="acme/known", ttft_ms=ms)
+    make_record(model="acme/known", ttft_ms=None, status="failed")
+    rows, total = reports.usage_report("model", with_total=True)
+    assert (rows[0]["ttft_p50_ms"], rows[0]["ttft_p95_ms"]) == (10, 19)
+    assert (total["ttft_p50_ms"], total["ttft_p95_ms"]) == (10, 19)
+
+
+def test_it_picks_nearest_rank_on_small_sets():
+    assert reports.nearest_rank({100: 1}, 95) == 100
+    assert reports.nearest_rank({1: 1, 2: 1, 3: 1}, 50) == 2
+    assert reports.nearest_rank({1: 1, 2: 1, 3: 1, 4: 1}, 50) == 2
+    assert reports.nearest_rank({1: 19, 500: 1}, 95) == 1
+    assert reports.nearest_rank({1: 18, 500: 2}, 95) == 500
+    assert reports.nearest_rank({}, 50) is None
+
+
+def test_it_writes_an_aligned_table_with_a_total(history):
+    lines = run("--by", "status").splitlines()
+    assert lines[0].split()[:3] == ["status", "requests", "prompt_tokens"]
+    assert lines[-1].split()[:2] == ["TOTAL", "8"]
+    assert set(lines[-2]) <= {"-", " "}
+    assert len({len(line) for line in lines}) == 1  # every column aligned, numbers right-justified
+
+
+def test_it_writes_csv_with_a_header(history):
+    rows = list(csv.DictReader(StringIO(run("--by", "model", "--format", "csv"))))
+    assert list(rows[0]) == reports.COLUMNS
+    assert sum(int(r["requests"]) for r in rows) == 8
+
+
+def test_it_says_so_when_there_is_nothing():
+    assert "No usage records" in run()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--since", "2025-13-01"], "--since must be a date"),
+    (["--until", "yesterday"], "--until must be a date"),
+    (["--since", "2025-06-05", "--until", "2025-06-01"], "is after --until"),
+    (["--days", "0"], "--days must be at least 1"),
+    (["--days", "3", "--since", "2025-06-01"], "either --days or --since"),
+])
+def test_it_refuses_bad_arguments(args, message):
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+
+
+def test_it_refuses_an_unknown_grouping():
+    with pytest.raises(CommandError):
+        run("--by", "planet")

@@ -93,11 +93,18 @@ class Ticker:
                 for generation in list(self.pending):
                     if now - generation.sent_at >= flush_s:
                         del self.pending[generation]
-                        await generation.flush(now)
+                        try:
+                            await generation.flush(now)
+                        except SocketClosed:
+                            generation.cancel("disconnect")
             if now >= next_sweep:
                 next_sweep = now + sweep_every
                 for generation in list(self.active):
                     generation.check_timeouts(now, ttft_s, stall_s)
+
+
+class SocketClosed(Exception):
+    """The browser's socket closed before the consumer heard of it."""
 
 
 class Generation:
@@ -125,10 +132,15 @@ class Generation:
         return self.task
 
     def cancel(self, reason):
-        """End the reply early for `reason`; the upstream connection closes as the task unwinds."""
+        """End the reply early for `reason`; the upstream connection closes as the task unwinds.
+
+        Before the reply is stored and announced the task is left to reach that point, so that
+        every accepted `send` still gets its `start`, its `done` and its record.
+        """
         if self.task is not None and not self.task.done():
             self.reason = self.reason or reason
-            self.task.cancel()
+            if self.call is not None:
+                self.task.cancel()
 
     def check_timeouts(self, now, ttft_s, stall_s):
         """Cancel the reply if its first token, or its next read, is overdue."""
@@ -145,17 +157,15 @@ class Generation:
         loop = self.ticker.loop
         self.started = self.sent_at = self.last_read = loop.time()
         if not await self.ticker.acquire():
-            await self.send_json({"type": "error", "code": "busy", "message": "The server is at capacity; try again."})
-            return
+            return await self.refuse("busy", "The server is at capacity; try again in a moment.")
         self.ticker.add(self)
         error = None
         try:
             await self.begin()
             await self.relay(provider_for(self.call.model).stream(self.call), loop)
         except turns.Refused as exc:
-            await self.send_json({"type": "error", "code": exc.code, "message": str(exc)})
-            return
-        except asyncio.CancelledError:
+            return await self.refuse(exc.code, str(exc))
+        except (asyncio.CancelledError, SocketClosed):
             self.reason = self.reason or "disconnect"
             if self.reason in ("first_token_timeout", "stall"):
                 error = UpstreamError(timeout_message(self.reason))
@@ -170,19 +180,17 @@ class Generation:
             self.ticker.discard(self)
         if self.turn is not None:
             await self.finish(error)
+        elif error is not None:
+            await self.refuse(error.code, str(error))
 
     async def begin(self):
         """Store the person's message and the empty reply, then send `start`."""
-        starting = asyncio.ensure_future(turns.start(self.owner, self.request))
-        try:
-            self.turn = await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            self.turn = await starting  # it is being stored: let it finish, so it is recorded too
-            self.call = self.turn.call
-            raise
+        self.turn = await turns.start(self.owner, self.request)
         self.call = self.turn.call
         self.prefix = '{"type":"delta","message":%d,"text":' % self.turn.message_id
         await self.send_start()
+        if self.reason:  # stopped, or the socket closed, while it was being stored
+            raise asyncio.CancelledError
 
     async def send_start(self):
         """Send the `start` frame (once)."""
@@ -221,7 +229,7 @@ class Generation:
 
     async def _send_now(self, text, now):
         self.sent_at = now
-        await self.send({"type": "websocket.send", "text": self.prefix + json.dumps(text) + "}"})
+        await self.send_text(self.prefix + json.dumps(text) + "}")
 
     async def finish(self, error):
         """Send what is left, store the reply and its record, and send `done` (and `error`)."""
@@ -241,14 +249,31 @@ class Generation:
         done = await asyncio.shield(turns.finish(self.turn, outcome))
         if self.reason == "disconnect":
             return
-        await self.send_start()
-        if error is not None:
-            await self.send_json({"type": "error", "code": error.code, "message": str(error)})
-        await self.send_json(done)
+        try:
+            await self.send_start()
+            if error is not None:
+                await self.send_json({"type": "error", "code": error.code, "message": str(error)})
+            await self.send_json(done)
+        except SocketClosed:
+            log.debug("socket closed before `done` of message %s", self.turn.message_id)
+
+    async def refuse(self, code, message):
+        """Send an `error` frame for a request that did not start."""
+        try:
+            await self.send_json({"type": "error", "code": code, "message": message})
+        except SocketClosed:
+            log.debug("socket closed before the %s error was sent", code)
 
     async def send_json(self, payload):
         """Send one JSON frame."""
-        await self.send({"type": "websocket.send", "text": json.dumps(payload)})
+        await self.send_text(json.dumps(payload))
+
+    async def send_text(self, text):
+        """Send one text frame; a socket that closed under us ends the reply as a disconnect."""
+        try:
+            await self.send({"type": "websocket.send", "text": text})
+        except Exception as exc:  # daphne/autobahn raise their own types for a closed connection
+            raise SocketClosed(str(exc)) from exc
 
 
 def timeout_message(reason):

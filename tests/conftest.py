@@ -7,6 +7,8 @@ from django.contrib.sessions.backends.cached_db import SessionStore
 
 from chatsite.asgi import application
 
+pytest_plugins = ["tests.mock_fixtures"]
+
 
 def new_session():
     """Return the key of a fresh, saved anonymous session."""

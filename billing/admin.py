@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max, Min, QuerySet
+from django.db.models import F, Max, Min, QuerySet
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -30,6 +30,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class ProbedDatesQuerySet(QuerySet):
     """A queryset whose datetimes() probes each period through the index instead of truncating every row."""
 
+    def aggregate(self, *args, **kwargs):
+        """Answer a bare Min/Max pair (the date hierarchy's) with two index seeks instead of one full scan."""
+        if args or not kwargs or not all(is_bare_extreme(e) for e in kwargs.values()):
+            return super().aggregate(*args, **kwargs)
+        found = {}
+        for alias, expression in kwargs.items():
+            field = expression.source_expressions[0].name
+            ordered = self.order_by(field if isinstance(expression, Min) else f"-{field}")
+            found[alias] = ordered.exclude(**{field: None}).values_list(field, flat=True).first()
+        return found
+
     def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
         """Return the periods (year, month or day) that hold at least one record, oldest first."""
         if kind not in ("year", "month", "day"):
@@ -45,6 +56,14 @@ class ProbedDatesQuerySet(QuerySet):
                 found.append(start)
             start = end
         return found if order == "ASC" else found[::-1]
+
+
+def is_bare_extreme(expression):
+    """Return True for Min(field) or Max(field) of a plain field, with no filter."""
+    return (
+        isinstance(expression, (Min, Max)) and expression.filter is None
+        and len(expression.source_expressions) == 1 and isinstance(expression.source_expressions[0], F)
+    )
 
 
 def truncate(moment, kind):
@@ -99,7 +118,8 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     )
     list_filter = ("model", "status", "streamed", "estimated", "started")
     date_hierarchy = "started"
-    search_fields = ("=request_id", "model", "=session_key", "user__username", "error")
+    # Exact matches where a prefix or substring search could not use an index; error text is a substring search.
+    search_fields = ("=request_id", "^model", "=session_key", "=user__username", "error")
     list_select_related = ("user",)
     show_full_result_count = False
     paginator = EstimatedCountPaginator
@@ -163,6 +183,7 @@ class AbandonmentEventAdmin(ReadOnlyAdmin):
     list_display = ("created", "reason", "phase", "tokens_delivered", "elapsed_ms", "record_link")
     list_filter = ("reason", "phase")
     list_select_related = ("record",)
+    ordering = ("-id",)  # newest first along the primary key: no sort of the whole table
     show_full_result_count = False
     paginator = EstimatedCountPaginator
 

@@ -35,18 +35,24 @@ class AnthropicProvider:
             decoder = SSEDecoder()
             stopped = False
             async for chunk in response.aiter_raw():
-                parts = []
-                for event in decoder.feed(chunk):
-                    text = read_event(call, event)
-                    if text:
-                        parts.append(text)
-                    elif event.event == "message_stop":
-                        stopped = True
+                parts, failure = [], None
+                try:
+                    for event in decoder.feed(chunk):
+                        text = read_event(call, event)
+                        if text:
+                            parts.append(text)
+                        elif event.event == "message_stop":
+                            stopped = True
+                except UpstreamError as exc:
+                    failure = exc  # the text read before the bad event is still the person's
                 if parts:
-                    yield "".join(parts)
+                    yield parts[0] if len(parts) == 1 else "".join(parts)
+                if failure is not None:
+                    raise failure
                 if stopped:
                     return
-            raise UpstreamError("The upstream ended the stream before the reply was finished.")
+            if not call.finish_reason:  # no message_stop is tolerable once message_delta said why it ended
+                raise UpstreamError("The upstream ended the stream before the reply was finished.")
 
 
 def read_event(call, event):

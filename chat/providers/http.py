@@ -77,7 +77,7 @@ def error_message(body, status):
 async def post(call, url, payload, headers):
     """Send the request, retrying before any reply has begun; yield the successful streaming response.
 
-    Connect errors and 429/5xx answers are retried up to CHAT_RETRIES times with exponential
+    Connect errors, connections dropped before an answer, and 429/5xx answers are retried up to CHAT_RETRIES times with exponential
     backoff and jitter, honouring Retry-After. Any other failure raises UpstreamError.
     """
     http = client()
@@ -88,6 +88,9 @@ async def post(call, url, payload, headers):
             response = await http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             failure = UpstreamError(f"Could not connect to the upstream: {exc.__class__.__name__}")
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # The connection dropped before any reply began (often a stale keep-alive connection).
+            failure = UpstreamError(f"The upstream closed the connection without answering: {exc.__class__.__name__}")
         except httpx.HTTPError as exc:
             raise UpstreamError(f"Upstream request failed: {exc.__class__.__name__}") from exc
         else:

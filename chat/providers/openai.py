@@ -32,16 +32,21 @@ class OpenAIProvider:
             decoder = SSEDecoder()
             done = False
             async for chunk in response.aiter_raw():
-                parts = []
-                for event in decoder.feed(chunk):
-                    if event.data == "[DONE]":
-                        done = True
-                        break
-                    text = read_chunk(call, event.data)
-                    if text:
-                        parts.append(text)
+                parts, failure = [], None
+                try:
+                    for event in decoder.feed(chunk):
+                        if event.data == "[DONE]":
+                            done = True
+                            break
+                        text = read_chunk(call, event.data)
+                        if text:
+                            parts.append(text)
+                except UpstreamError as exc:
+                    failure = exc  # the text read before the bad event is still the person's
                 if parts:
                     yield parts[0] if len(parts) == 1 else "".join(parts)
+                if failure is not None:
+                    raise failure
                 if done:
                     return
             tail = decoder.close()

@@ -1,0 +1,133 @@
+"""A seeded soak: 300 generations over 30 sockets against the mock, with a random mix of faults,
+stops and disconnects. Every request leaves exactly one record, nothing is left running or open
+upstream, and the tokens in the records add up to what the mock says it sent.
+
+Tolerance, stated: a reply cut short (stop, disconnect, a mid-stream fault) is billed for the tokens
+the relay read; the mock may have written a few more that were still in flight when the connection
+closed. Each such reply may differ by at most IN_FLIGHT tokens, and never the other way round.
+"""
+
+import asyncio
+import random
+from collections import Counter, defaultdict
+
+import pytest
+
+from billing.models import UsageRecord
+from chat.providers.http import client
+from chat.relay import Ticker
+from tests.conftest import connect, new_session
+from tests.mock_fixtures import allow
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.soak]
+
+SEED = 20261126
+SOCKETS, PER_SOCKET = 30, 10
+IN_FLIGHT = 5
+OPENAI, ANTHROPIC = "mock/gpt-4.1-mini", "mockanthropic/claude-haiku-4-5"
+FAULTS = ["429x1+retry_after=0.05", "500x1", "503x1", "400", "stall_first", "stall_mid", "drop_mid",
+          "malformed", "error_mid", "no_usage", "no_done"]
+SLOW = "+gap=8+tokens=40"
+
+
+def plan(rng):
+    """Return (model, action) for one generation: action is None, 'stop', 'stop_early' or 'disconnect'."""
+    prefix = rng.choice([OPENAI, ANTHROPIC])
+    roll = rng.random()
+    if roll < 0.45:
+        return prefix, None
+    if roll < 0.70:
+        return f"{prefix}+fault={rng.choice(FAULTS)}", None
+    if roll < 0.85:
+        return prefix + SLOW, "stop"
+    if roll < 0.90:
+        return prefix + "+ttft=400", "stop_early"
+    return prefix + SLOW, "disconnect"
+
+
+async def converse(session_key, rng, outcomes, index):
+    """Run one socket's generations in turn, reconnecting after a disconnect."""
+    ws = await connect(session_key)
+    for turn in range(PER_SOCKET):
+        model, action = plan(rng)
+        tag = f"soak-{index}-{turn}"
+        await ws.send_json_to({"type": "send", "content": tag, "model": model})
+        start = await ws.receive_json_from(timeout=10)
+        assert start["type"] == "start", start
+        outcomes[tag] = {"message": start["message"], "action": action}
+        if action == "stop_early":
+            await asyncio.sleep(rng.uniform(0.0, 0.1))
+            await ws.send_json_to({"type": "stop"})
+        elif action in ("stop", "disconnect"):
+            wanted = rng.randint(1, 3)
+            while wanted:
+                frame = await ws.receive_json_from(timeout=10)
+                if frame["type"] == "done":
+                    break
+                wanted -= frame["type"] == "delta"
+            else:
+                if action == "disconnect":
+                    await ws.disconnect()
+                    ws = await connect(session_key)
+                    continue
+                await ws.send_json_to({"type": "stop"})
+        while True:
+            frame = await ws.receive_json_from(timeout=10)
+            if frame["type"] == "done":
+                outcomes[tag]["done"] = frame["status"]
+                break
+    await ws.disconnect()
+
+
+async def test_it_leaves_one_record_per_request_and_nothing_open(settings, use_mock, transactional_db):
+    settings.CHAT_FIRST_TOKEN_TIMEOUT = 1.0
+    settings.CHAT_STALL_TIMEOUT = 0.5
+    settings.CHAT_RETRIES = 2
+    rng = random.Random(SEED)
+    models = {plan(random.Random(seed))[0] for seed in range(2000)}
+    allow(settings, *models, *(f"{p}+fault={f}" for p in (OPENAI, ANTHROPIC) for f in FAULTS))
+    sessions = [await asyncio.to_thread(new_session) for _ in range(SOCKETS)]
+    outcomes = {}
+    rngs = [random.Random(rng.random()) for _ in range(SOCKETS)]
+    await asyncio.wait_for(
+        asyncio.gather(*(converse(s, r, outcomes, i) for i, (s, r) in enumerate(zip(sessions, rngs)))), 240
+    )
+
+    # Exactly one record per request.
+    assert len(outcomes) == SOCKETS * PER_SOCKET
+    records = {r.message_id: r async for r in UsageRecord.objects.all()}
+    assert len(records) == await UsageRecord.objects.acount() == len(outcomes)
+    assert {o["message"] for o in outcomes.values()} == set(records)
+    statuses = Counter(r.status for r in records.values())
+    assert statuses["completed"] and statuses["stopped"] and statuses["disconnected"] and statuses["failed"]
+    for o in outcomes.values():
+        record = records[o["message"]]
+        if o["action"] == "disconnect" and "done" not in o:
+            assert record.status in ("disconnected", "completed", "failed")
+        elif o["action"] in ("stop", "stop_early") and record.status == "stopped":
+            assert await record.__class__.objects.filter(pk=record.pk, abandonment__reason="stop").aexists()
+
+    # No task left running, no upstream stream left open, no pooled connection left busy.
+    assert use_mock.wait_idle(5)
+    assert not Ticker.get().active
+    leftover = [t for t in asyncio.all_tasks() if "Generation.run" in repr(t.get_coro()) and not t.done()]
+    assert leftover == []
+    pool = client()._transport._pool
+    assert all(c.is_idle() or c.is_closed() for c in pool.connections)
+    assert use_mock.stats(log=False)["connections"] <= len(pool.connections)
+
+    # Tokens billed add up to what the mock sent (exact for finished replies, within IN_FLIGHT when cut short).
+    sent = defaultdict(int)
+    for entry in use_mock.stats()["log"]:
+        sent[entry["tag"]] += entry["tokens_sent"]
+    billed_total = sent_total = 0
+    for tag, o in outcomes.items():
+        record = records[o["message"]]
+        billed_total += record.completion_tokens
+        sent_total += sent[tag]
+        if record.status == "completed":
+            assert record.completion_tokens == sent[tag], (tag, record.model)
+        else:
+            assert 0 <= sent[tag] - record.completion_tokens <= IN_FLIGHT, (tag, record.model, record.status)
+    cut_short = sum(r.status != "completed" for r in records.values())
+    assert billed_total <= sent_total <= billed_total + IN_FLIGHT * cut_short

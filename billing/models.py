@@ -72,6 +72,14 @@ REPORT_COLUMNS = ["ttft_ms", "started", "prompt_tokens", "completion_tokens", "c
 REPORT_PREFIX = {"model": ["model"], "status": ["status"], "user": ["user", "session_key"]}
 
 
+class UsageRecordQuerySet(models.QuerySet):
+    def cost_since(self, user_id, session_key, since):
+        """Return what one person's requests (a user's, or an anonymous session's) have cost since `since`."""
+        mine = self.filter(user_id=user_id) if user_id else self.filter(user=None, session_key=session_key)
+        total = mine.filter(started__gte=since).aggregate(total=models.Sum("cost_usd"))["total"]
+        return Decimal(total or 0).quantize(COST_PLACES)
+
+
 class UsageRecord(models.Model):
     class Status(models.TextChoices):
         COMPLETED = "completed"
@@ -108,6 +116,8 @@ class UsageRecord(models.Model):
     error = models.TextField(blank=True)
     started = models.DateTimeField(db_index=True)
     finished = models.DateTimeField()
+
+    objects = UsageRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started"]

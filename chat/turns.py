@@ -7,7 +7,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing.models import AbandonmentEvent, UsageRecord
-from chat import markdown
+from chat import limits, markdown
+from chat.limits import Refused  # noqa: F401  (the relay catches turns.Refused)
 from chat.models import Conversation, Message
 from chat.providers import Call, Usage
 
@@ -29,13 +30,10 @@ class Owner:
     def user_id(self):
         return self.user.pk if self.user is not None and self.user.is_authenticated else None
 
-
-class Refused(Exception):
-    """The request cannot start; `code` is the protocol's error code."""
-
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.code = code
+    @property
+    def key(self):
+        """Return a string that names this person, for per-person counters."""
+        return f"user:{self.user_id}" if self.user_id else f"session:{self.session_key}"
 
 
 @dataclass(slots=True)
@@ -62,6 +60,7 @@ class Outcome:
 @database_sync_to_async
 def start(owner, request):
     """Store the person's message and an empty reply; return the Turn to relay."""
+    limits.check(owner)
     conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
     if request["conversation"] is None:
         conversation = Conversation.objects.create(

@@ -1,6 +1,7 @@
 """Settings for chatsite: every value comes from the environment (or a `.env` file at the root)."""
 
 import warnings
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -172,6 +173,9 @@ CHAT_MAX_HISTORY_CHARS = env.int("CHAT_MAX_HISTORY_CHARS", default=64_000)
 CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=1024)
 CHAT_MAX_CONCURRENT = env.int("CHAT_MAX_CONCURRENT", default=2000)
 CHAT_QUEUE_TIMEOUT = env.float("CHAT_QUEUE_TIMEOUT", default=2.0)
+# Per person: messages a minute (0: no limit) and USD a day (unset: no budget).
+CHAT_RATE_LIMIT = env.int("CHAT_RATE_LIMIT", default=0)
+CHAT_DAILY_BUDGET_USD = env.get_value("CHAT_DAILY_BUDGET_USD", cast=Decimal, default=None)
 CHAT_RETRIES = env.int("CHAT_RETRIES", default=2)
 CHAT_RETRY_BACKOFF = env.float("CHAT_RETRY_BACKOFF", default=0.5)
 CHAT_RETRY_MAX_WAIT = env.float("CHAT_RETRY_MAX_WAIT", default=20.0)

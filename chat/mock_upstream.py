@@ -2,9 +2,22 @@
 
 A raw asyncio HTTP/1.1 server (keep-alive; chunked streams, Content-Length JSON). Each stream is a
 chain of timer callbacks writing pre-encoded bytes: no task, no coroutine and no big json.dumps
-per token. Per-request options ride in the model name (`gpt-4.1-mini+ttft=200+fault=stall_mid`);
-see `OPTIONS` and `FAULTS`. The server counts what it sent and notices a client that hangs up
-before the reply is complete, so tests can prove that stopping a reply closed the upstream.
+per token. It counts what it sent and notices a client that hangs up before the reply is
+complete, so tests can prove that stopping a reply closed the upstream connection.
+
+Endpoints: POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /mock/stats
+(`?log=0` leaves out the log), POST /mock/reset.
+
+Per-request options ride in the model name, `gpt-4.1-mini+ttft=200+gap=5+tokens=30`:
+    ttft, gap      milliseconds to the first token, and between tokens
+    tokens         length of a generated reply (a canned reply has its own length)
+    cached         cached prompt tokens to report
+    reply          `xss` or `markdown`: a canned reply instead of generated words
+    fault          429, 500, 503, 400, 401 (always), 429x2, 500x1, 502x1, 503x1, 504x1 (the first
+                   N attempts of the same request body), drop_before, stall_first, stall_mid,
+                   drop_mid, malformed, error_mid, no_usage, no_done
+    after          tokens sent before a mid-stream fault (default 3)
+    retry_after    the Retry-After of a 429, in seconds (default 1)
 """
 
 import asyncio
@@ -96,13 +109,13 @@ class Plan:
         self.fault = opts.get("fault", "")
         self.ttft = opts.get("ttft", mock.ttft_ms) / 1000
         self.gap = opts.get("gap", mock.gap_ms) / 1000
-        self.after = opts.get("after", 3)
+        self.after = max(0, opts.get("after", 3))
         self.retry_after = opts.get("retry_after", 1)
         self.stream = payload.get("stream") is True
         self.include_usage = api == "anthropic" or bool((payload.get("stream_options") or {}).get("include_usage"))
         chars = sum(len(text_of(m.get("content"))) for m in messages) + len(text_of(payload.get("system")))
         self.prompt_tokens = max(1, math.ceil(chars / 4))
-        self.cached = min(opts.get("cached", mock.cached), self.prompt_tokens)
+        self.cached = min(max(0, opts.get("cached", mock.cached)), self.prompt_tokens)
         users = [m for m in messages if m.get("role") == "user"]
         self.tag = text_of(users[-1].get("content")) if users else ""
         limit = payload.get("max_tokens") if api == "anthropic" else (
@@ -116,7 +129,8 @@ class Plan:
         else:
             seed = zlib.crc32(body)
             start, stride = seed & 63, ((seed >> 6) & 31) * 2 + 1
-            words = [WORDS[(start + i * stride) & 63] + " " for i in range(opts.get("tokens", mock.tokens))]
+            count = max(0, opts.get("tokens", mock.tokens))
+            words = [WORDS[(start + i * stride) & 63] + " " for i in range(count)]
         self.truncated = limit is not None and limit < len(words)
         self.words = words[:limit] if self.truncated else words
 
@@ -195,8 +209,9 @@ class OpenAIEvents:
 
     def __init__(self, plan, rid):
         self.plan = plan
+        model = json.dumps(plan.model).encode()
         self.head = (b'data: {"id":"chatcmpl-mock%d","object":"chat.completion.chunk","created":%d,"model":%b,'
-                     b'"system_fingerprint":"fp_mock","choices":[' % (rid, time.time(), json.dumps(plan.model).encode()))
+                     b'"system_fingerprint":"fp_mock","choices":[' % (rid, time.time(), model))
         self.token_prefix = self.head + b'{"index":0,"delta":{"content":'
 
     def preamble(self):
@@ -313,14 +328,17 @@ class Reply:
         data = chunk(b"".join(parts))
         if last and fault not in ("stall_mid", "drop_mid"):
             data += END
+        status = ""
+        if last and fault != "stall_mid":  # a stalled stream stays open until the client hangs up
+            status = "failed" if fault in MID_FAULTS else "completed"
+        self.settle(status, end - first)
         conn.transport.write(data)
-        if end > first:
-            conn.mock.sent(self.record, end - first)
+        if end > first and self.record.first_token_at is None:
+            self.record.first_token_at = time.time()
         if not last:
             self.handle = conn.loop.call_later(plan.gap, self.step)
-        elif fault != "stall_mid":  # a stalled stream stays open until the client hangs up
-            failed = fault in MID_FAULTS
-            self.finish("failed" if failed else "completed", close=fault == "drop_mid")
+        elif status:
+            self.release(close=fault == "drop_mid")
 
     def answer(self):
         """Write a non-streamed reply as one JSON body."""
@@ -330,19 +348,20 @@ class Reply:
             return
         if fault == "error_mid":
             self.record.http_status = 500
+            self.settle("error_status")
             conn.respond_json(500, error_body(plan.api, 500, "The server had an error while processing your request."))
-            return self.finish("error_status")
+            return self.release()
         body = b"{not json" if fault == "malformed" else json.dumps(self.message()).encode()
         head = response_head(200, [("Content-Type", "application/json"), ("Content-Length", len(body))],
                              conn.keep_alive)
-        if fault == "drop_mid":
-            conn.transport.write(head + body[: len(body) // 2])
-            return self.finish("failed", close=True)
+        if fault in ("drop_mid", "malformed"):
+            self.settle("failed")
+            conn.transport.write(head + (body[: len(body) // 2] if fault == "drop_mid" else body))
+            return self.release(close=fault == "drop_mid")
+        self.settle("completed", len(plan.words))
         conn.transport.write(head + body)
-        if fault == "malformed":
-            return self.finish("failed")
-        conn.mock.sent(self.record, len(plan.words))
-        self.finish("completed")
+        self.record.first_token_at = time.time()
+        self.release()
 
     def message(self):
         """Return the protocol's complete non-streamed reply."""
@@ -362,17 +381,26 @@ class Reply:
 
     def client_closed(self):
         """Count a client that hung up before the reply was complete."""
-        self.finish("closed_early")
+        if not self.done:
+            self.settle("closed_early")
+            self.release()
 
-    def finish(self, status, close=False):
-        """Record how the reply ended; close the connection or serve the next request on it."""
-        if self.done:
-            return
-        self.done = True
+    def settle(self, status, tokens=0):
+        """Count the tokens about to be written and, with a `status`, how the reply ended.
+
+        Counting comes before writing: a client may read the bytes and ask for the stats at once.
+        """
+        if tokens:
+            self.conn.mock.sent(self.record, tokens)
+        if status and not self.done:
+            self.done = True
+            self.conn.mock.finish(self.record, status, was_open=True)
+
+    def release(self, close=False):
+        """Close the connection, or serve the next request on it."""
         if self.handle is not None:
             self.handle.cancel()
         conn = self.conn
-        conn.mock.finish(self.record, status, was_open=True)
         conn.reply = None
         if close or not conn.keep_alive:
             conn.close()
@@ -497,7 +525,8 @@ class Connection(asyncio.Protocol):
             plan = Plan(api, payload, body, mock)
         except (ValueError, BadRequest) as exc:
             return self.fail(record, api, 400, str(exc) if isinstance(exc, BadRequest) else "The body is not JSON.")
-        record.fault, record.stream, record.prompt_tokens, record.tag = plan.fault, plan.stream, plan.prompt_tokens, plan.tag
+        record.fault, record.stream, record.tag = plan.fault, plan.stream, plan.tag
+        record.prompt_tokens = plan.prompt_tokens
         status_fault = STATUS_FAULT.fullmatch(plan.fault)
         if status_fault and mock.should_fail(body, status_fault.group(2)):
             status = int(status_fault.group(1))
@@ -512,8 +541,8 @@ class Connection(asyncio.Protocol):
     def fail(self, record, api, status, message, headers=()):
         """Answer a generation request with an error status."""
         record.http_status = status
-        self.respond_json(status, error_body(api, status, message), headers)
         self.mock.finish(record, "error_status")
+        self.respond_json(status, error_body(api, status, message), headers)
 
     def reject(self, status, message):
         """Answer a request that cannot be parsed, and close the connection."""
@@ -651,8 +680,6 @@ class MockUpstream:
         with self._cond:
             record.tokens_sent += count
             self.tokens_sent += count
-            if record.first_token_at is None:
-                record.first_token_at = time.time()
 
     def finish(self, record, status, was_open=False):
         """Record how a request ended."""

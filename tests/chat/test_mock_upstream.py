@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -356,6 +357,26 @@ def test_it_keeps_the_connection_alive(http, mock):
             response.read()
     assert len(set(ports)) == 1
     assert mock.stats()["completed"] == 3
+
+
+def test_it_answers_pipelined_requests_in_order_and_honours_connection_close(mock):
+    host, port = mock.base_url.removeprefix("http://").split(":")
+    body = json.dumps(openai("m+tokens=2", stream=False)).encode()
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body)
+    stream_body = json.dumps(openai("m+tokens=2")).encode()
+    stream_request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(stream_body)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(stream_request + b"\r\n" + stream_body + request + b"Connection: close\r\n\r\n" + body)
+        received = b""
+        while data := sock.recv(65536):  # the server closes after the second response
+            received += data
+    first, second = received.split(b"\r\n0\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"Transfer-Encoding: chunked" in first
+    assert b"data: [DONE]" in first
+    head, completion = second.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in head
+    assert json.loads(completion)["usage"]["completion_tokens"] == 2
+    assert mock.stats()["completed"] == 2
 
 
 def test_it_counts_a_client_that_closes_mid_stream(mock):

@@ -14,7 +14,7 @@ from billing.models import UsageRecord
 from chat.mock_upstream import CANNED, TOKEN
 from chat.sse import SSEDecoder
 from tests.conftest import connect, receive_until_done
-from tests.mock_fixtures import allow, mock, mock_upstream, use_mock  # noqa: F401 - until conftest loads the plugin
+from tests.mock_fixtures import allow
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,8 @@ character split across reads is decoded whole.
 import codecs
 from dataclasses import dataclass
 
+END = object()  # returned by a `texts` reader: the stream is complete
+
 
 @dataclass(slots=True)
 class Event:
@@ -83,3 +85,35 @@ class SSEDecoder:
         elif name == "retry":
             if value.isdigit() and value.isascii():
                 self._retry = int(value)
+
+
+async def texts(chunks, read):
+    """Yield, for each chunk of bytes, the text that `read(event)` returns for its events, joined.
+
+    `read` may return END to finish the stream, or raise; the text read before the event that
+    raised is yielded first, so nothing that arrived is lost.
+    """
+    decoder = SSEDecoder()
+    async for chunk in chunks:
+        parts, failure, ended = [], None, False
+        try:
+            for event in decoder.feed(chunk):
+                text = read(event)
+                if text is END:
+                    ended = True
+                    break
+                if text:
+                    parts.append(text)
+        except Exception as exc:  # re-raised below, once the text before it is out
+            failure = exc
+        if parts:
+            yield parts[0] if len(parts) == 1 else "".join(parts)
+        if failure is not None:
+            raise failure
+        if ended:
+            return
+    tail = decoder.close()
+    if tail is not None:
+        text = read(tail)
+        if text and text is not END:
+            yield text

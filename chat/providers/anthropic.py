@@ -4,7 +4,7 @@ import json
 
 from chat.providers import UpstreamError, Usage
 from chat.providers.http import post
-from chat.sse import SSEDecoder
+from chat.sse import END, texts
 
 API_VERSION = "2023-06-01"
 
@@ -32,25 +32,15 @@ class AnthropicProvider:
             if not call.stream:
                 yield read_message(call, await response.aread(), response.status_code)
                 return
-            decoder = SSEDecoder()
-            stopped = False
-            async for chunk in response.aiter_raw():
-                parts, failure = [], None
-                try:
-                    for event in decoder.feed(chunk):
-                        text = read_event(call, event)
-                        if text:
-                            parts.append(text)
-                        elif event.event == "message_stop":
-                            stopped = True
-                except UpstreamError as exc:
-                    failure = exc  # the text read before the bad event is still the person's
-                if parts:
-                    yield parts[0] if len(parts) == 1 else "".join(parts)
-                if failure is not None:
-                    raise failure
-                if stopped:
-                    return
+
+            def read(event):
+                if event.event == "message_stop":
+                    call.finish_reason = call.finish_reason or "end_turn"
+                    return END
+                return read_event(call, event)
+
+            async for text in texts(response.aiter_raw(), read):
+                yield text
             if not call.finish_reason:  # no message_stop is tolerable once message_delta said why it ended
                 raise UpstreamError("The upstream ended the stream before the reply was finished.")
 

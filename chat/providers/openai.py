@@ -4,7 +4,7 @@ import json
 
 from chat.providers import UpstreamError, Usage
 from chat.providers.http import error_message, post
-from chat.sse import SSEDecoder
+from chat.sse import END, texts
 
 
 class OpenAIProvider:
@@ -29,31 +29,15 @@ class OpenAIProvider:
             if not call.stream:
                 yield read_completion(call, await response.aread(), response.status_code)
                 return
-            decoder = SSEDecoder()
-            done = False
-            async for chunk in response.aiter_raw():
-                parts, failure = [], None
-                try:
-                    for event in decoder.feed(chunk):
-                        if event.data == "[DONE]":
-                            done = True
-                            break
-                        text = read_chunk(call, event.data)
-                        if text:
-                            parts.append(text)
-                except UpstreamError as exc:
-                    failure = exc  # the text read before the bad event is still the person's
-                if parts:
-                    yield parts[0] if len(parts) == 1 else "".join(parts)
-                if failure is not None:
-                    raise failure
-                if done:
-                    return
-            tail = decoder.close()
-            if tail is not None and tail.data != "[DONE]":
-                text = read_chunk(call, tail.data)
-                if text:
-                    yield text
+
+            def read(event):
+                if event.data == "[DONE]":
+                    call.finish_reason = call.finish_reason or "stop"
+                    return END
+                return read_chunk(call, event.data)
+
+            async for text in texts(response.aiter_raw(), read):
+                yield text
             if not call.finish_reason:
                 raise UpstreamError("The upstream ended the stream before the reply was finished.")
 

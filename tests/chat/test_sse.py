@@ -1,6 +1,8 @@
 """The SSE decoder against the WHATWG event-stream rules, fed bytes directly."""
 
-from chat.sse import SSEDecoder
+import pytest
+
+from chat.sse import END, SSEDecoder, texts
 
 
 def events_of(*chunks):
@@ -100,3 +102,34 @@ def test_it_reads_openai_chunks_with_null_usage_until_the_last():
     )
     events = events_of(stream[:37], stream[37:90], stream[90:])
     assert len(events) == 4 and events[-1].data == "[DONE]"
+
+
+async def chunks_of(*chunks):
+    for chunk in chunks:
+        yield chunk
+
+
+async def test_it_yields_the_text_of_each_read_and_stops_at_the_end_marker():
+    def read(event):
+        return END if event.data == "[DONE]" else event.data
+
+    stream = chunks_of(b"data: a\n\ndata: b\n\n", b"data: c\n", b"\ndata: [DONE]\n\ndata: after\n\n")
+    assert [text async for text in texts(stream, read)] == ["ab", "c"]
+
+
+async def test_it_yields_the_text_before_a_bad_event_then_raises():
+    def read(event):
+        if event.data == "bad":
+            raise ValueError("bad event")
+        return event.data
+
+    received = []
+    with pytest.raises(ValueError, match="bad event"):
+        async for text in texts(chunks_of(b"data: a\n\ndata: b\n\ndata: bad\n\ndata: c\n\n"), read):
+            received.append(text)
+    assert received == ["ab"]
+
+
+async def test_it_reads_an_unterminated_last_event():
+    texts_read = [t async for t in texts(chunks_of(b"data: a\n\ndata: tail"), lambda event: event.data)]
+    assert texts_read == ["a", "tail"]

@@ -13,6 +13,9 @@ NO_SESSION = 4001  # close code: the socket came without a session or an account
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # A socket talks to nobody but its own browser: no channel-layer subscription (which would cost
+    # a task per socket, and with Redis a blocking receive per socket).
+    channel_layer_alias = None
     generation = None
 
     async def connect(self):

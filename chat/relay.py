@@ -110,6 +110,9 @@ class SocketClosed(Exception):
 class Generation:
     """One reply in flight: its upstream call, its frames, and the record it leaves."""
 
+    __slots__ = ("send", "owner", "request", "call", "turn", "task", "ticker", "reason", "buffer", "text",
+                 "started", "sent_at", "last_read", "first_at", "prefix", "announced", "__weakref__")
+
     def __init__(self, send, owner, request):
         self.send = send  # an ASGI send callable (the consumer's)
         self.owner = owner

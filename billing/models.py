@@ -24,17 +24,20 @@ class ModelPriceQuerySet(models.QuerySet):
         """Return the price for `model` in force at `at` (now by default), or None when unpriced.
 
         The configured id is tried first, then its family (a dated snapshot resolves to the family
-        it belongs to), then the same model name under another provider prefix.
+        it belongs to), then the same model name under another provider prefix; one query.
         """
-        at = at or timezone.now()
-        prices = self.filter(effective_from__lte=at).order_by("-effective_from")
         family = model_family(model)
-        for candidate in dict.fromkeys([model, family]):
-            price = prices.filter(model=candidate).first()
-            if price is not None:
-                return price
         name = family.split("/", 1)[-1]
-        return prices.filter(models.Q(model=name) | models.Q(model__endswith="/" + name)).first()
+        prices = list(
+            self.filter(effective_from__lte=at or timezone.now())
+            .filter(models.Q(model__in=[model, family, name]) | models.Q(model__endswith="/" + name))
+            .order_by("-effective_from")
+        )
+        for wanted in (model, family):
+            for price in prices:
+                if price.model == wanted:
+                    return price
+        return prices[0] if prices else None
 
 
 class ModelPrice(models.Model):
@@ -148,7 +151,7 @@ class UsageRecord(models.Model):
         record.price = ModelPrice.objects.in_force(record.model, record.started)
         if record.price is not None:
             record.cost_usd = record.price.cost(record.prompt_tokens, record.completion_tokens, record.cached_tokens)
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):  # inside the caller's transaction, if any
             record.save()
             if abandonment is not None:
                 AbandonmentEvent.objects.create(record=record, **abandonment)

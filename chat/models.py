@@ -45,24 +45,25 @@ class Conversation(models.Model):
         return line[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] + "…"
 
     def history(self, max_chars):
-        """Return the messages to send upstream, newest last, and how many old ones were dropped.
+        """Return the stored messages to send upstream, newest last, and how many old ones were dropped.
 
-        Whole turns are dropped from the oldest end until the rest fits in `max_chars`;
-        the newest message is always kept.
+        Messages are dropped from the oldest end until the rest fits in `max_chars`; empty and
+        failed replies are never sent.
         """
-        turns = list(
+        turns = (
             self.messages.filter(~Q(content="")).exclude(role=Message.Role.ASSISTANT, status=Message.Status.FAILED)
             .order_by("-id")
             .values_list("role", "content")
         )
-        kept, size = [], 0
-        for role, content in turns:
-            if kept and size + len(content) > max_chars:
-                break
+        kept, size, dropped = [], 0, 0
+        for role, content in turns.iterator():
+            if dropped or size + len(content) > max_chars:
+                dropped += 1
+                continue
             kept.append({"role": role, "content": content})
             size += len(content)
         kept.reverse()
-        return kept, len(turns) - len(kept)
+        return kept, dropped
 
 
 class Message(models.Model):

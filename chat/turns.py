@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from billing.models import AbandonmentEvent, UsageRecord
@@ -61,24 +62,28 @@ class Outcome:
 def start(owner, request):
     """Store the person's message and an empty reply; return the Turn to relay."""
     limits.check(owner)
-    conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
-    if request["conversation"] is None:
-        conversation = Conversation.objects.create(
-            user_id=owner.user_id, session_key="" if owner.user_id else owner.session_key,
-            title=Conversation.title_from(request["content"]), model=request["model"],
-        )
-    else:
-        conversation = conversations.filter(pk=request["conversation"]).first()
-        if conversation is None:
-            raise Refused("No such conversation.", "not_found")
-        conversation.model = request["model"]
-        conversation.save(update_fields=["model", "updated"])
-    Message.objects.create(conversation=conversation, role=Message.Role.USER, content=request["content"])
-    history, dropped = conversation.history(settings.CHAT_MAX_HISTORY_CHARS)
-    reply = Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
-        model=request["model"],
-    )
+    content = request["content"]
+    with transaction.atomic():
+        if request["conversation"] is None:
+            conversation = Conversation.objects.create(
+                user_id=owner.user_id, session_key="" if owner.user_id else owner.session_key,
+                title=Conversation.title_from(content), model=request["model"],
+            )
+            history, dropped = [], 0
+        else:
+            conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+            conversation = conversations.filter(pk=request["conversation"]).first()
+            if conversation is None:
+                raise Refused("No such conversation.", "not_found")
+            conversation.model = request["model"]
+            conversation.save(update_fields=["model", "updated"])
+            history, dropped = conversation.history(settings.CHAT_MAX_HISTORY_CHARS - len(content))
+        _, reply = Message.objects.bulk_create([
+            Message(conversation=conversation, role=Message.Role.USER, content=content),
+            Message(conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
+                    model=request["model"]),
+        ])
+    history.append({"role": Message.Role.USER.value, "content": content})
     call = Call(
         model=request["model"], messages=history, stream=request["stream"],
         system=settings.CHAT_SYSTEM_PROMPT, max_tokens=settings.CHAT_MAX_TOKENS,
@@ -107,9 +112,6 @@ def finish(turn, outcome):
         record_status, message_status, abandoned = UsageRecord.Status.FAILED, Message.Status.FAILED, None
     usage, estimated = usage_of(call, failed)
     now = timezone.now()
-    Message.objects.filter(pk=turn.message_id).update(
-        content=outcome.text, status=message_status, ttft_ms=outcome.ttft_ms, finished=now
-    )
     abandonment = None
     if abandoned is not None:
         abandonment = {
@@ -119,16 +121,20 @@ def finish(turn, outcome):
             "tokens_delivered": outcome.delivered,
             "elapsed_ms": outcome.duration_ms,
         }
-    record = UsageRecord.record(
-        abandonment=abandonment,
-        user_id=turn.user_id, session_key=turn.session_key,
-        conversation_id=turn.conversation_id, message_id=turn.message_id,
-        model=call.model, upstream_model=call.upstream_model, streamed=call.stream, status=record_status,
-        finish_reason=call.finish_reason, prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens, estimated=estimated,
-        ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms, retries=call.retries,
-        history_dropped=turn.history_dropped, error=outcome.error, started=turn.started, finished=now,
-    )
+    with transaction.atomic():
+        Message.objects.filter(pk=turn.message_id).update(
+            content=outcome.text, status=message_status, ttft_ms=outcome.ttft_ms, finished=now
+        )
+        record = UsageRecord.record(
+            abandonment=abandonment,
+            user_id=turn.user_id, session_key=turn.session_key,
+            conversation_id=turn.conversation_id, message_id=turn.message_id,
+            model=call.model, upstream_model=call.upstream_model, streamed=call.stream, status=record_status,
+            finish_reason=call.finish_reason, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens, estimated=estimated,
+            ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms, retries=call.retries,
+            history_dropped=turn.history_dropped, error=outcome.error, started=turn.started, finished=now,
+        )
     return {
         "type": "done",
         "message": turn.message_id,

@@ -67,9 +67,18 @@ TEMPLATES = [
 
 # Database: SQLite by default; any django-environ URL (PostgreSQL in production).
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-# Persistent connections: every database_sync_to_async call would otherwise open a new one.
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=600))
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Connections are reused, or every database_sync_to_async call would open a new one: PostgreSQL
+# through psycopg's pool (Django's advice under ASGI, where each HTTP request has its own thread),
+# SQLite (a file open) as persistent connections.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "pool", {"min_size": 2, "max_size": env.int("DB_POOL_SIZE", default=20), "timeout": 10}
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=600))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault(

@@ -1,6 +1,9 @@
 """Shared fixtures: named people, their sessions, websocket connections and the mock upstream."""
 
+import asyncio
+
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.cached_db import SessionStore
@@ -51,3 +54,17 @@ def bob_session(transactional_db):
 @pytest.fixture
 def asession():
     return database_sync_to_async(new_session)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_connection_pools(django_db_setup, django_db_blocker):
+    """Return every connection to PostgreSQL's pool and close it before the test database is dropped."""
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        # Connections opened by sync_to_async live in asgiref's shared worker thread: close them there.
+        asyncio.run(sync_to_async(connections.close_all)())
+        for connection in connections.all():
+            if connection.vendor == "postgresql":
+                connection.close_pool()

@@ -11,4 +11,5 @@ CHAT_DEMO_TTFT_MS = 5
 CHAT_DEMO_GAP_MS = 1
 CHAT_RETRY_BACKOFF = 0.01
 # Connections opened in Channels' worker threads must not outlive a test (the test database is dropped after).
-DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+if "pool" not in DATABASES["default"].get("OPTIONS", {}):  # noqa: F405
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

@@ -12,6 +12,7 @@ import random
 from collections import Counter, defaultdict
 
 import pytest
+from channels.db import database_sync_to_async
 
 from billing.models import UsageRecord
 from chat.providers.http import client
@@ -86,7 +87,7 @@ async def test_it_leaves_one_record_per_request_and_nothing_open(settings, use_m
     rng = random.Random(SEED)
     models = {plan(random.Random(seed))[0] for seed in range(2000)}
     allow(settings, *models, *(f"{p}+fault={f}" for p in (OPENAI, ANTHROPIC) for f in FAULTS))
-    sessions = [await asyncio.to_thread(new_session) for _ in range(SOCKETS)]
+    sessions = [await database_sync_to_async(new_session)() for _ in range(SOCKETS)]
     outcomes = {}
     rngs = [random.Random(rng.random()) for _ in range(SOCKETS)]
     await asyncio.wait_for(

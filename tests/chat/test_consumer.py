@@ -4,7 +4,10 @@ import asyncio
 import json
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import Client
 
 from billing.models import AbandonmentEvent, UsageRecord
 from chat.models import Conversation, Message
@@ -243,3 +246,31 @@ async def test_it_lets_a_queued_request_through_when_a_slot_frees(alice_session,
     assert (await receive_until_done(alice))[-1]["status"] == "completed"
     assert (await receive_until_done(bob))[-1]["status"] == "completed"
     await asyncio.gather(alice.disconnect(), bob.disconnect())
+
+
+async def test_it_refuses_a_cookie_that_names_no_session(transactional_db):
+    ws = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"origin", b"http://localhost"), (b"cookie", b"sessionid=forged123")]
+    )
+    connected, code = await ws.connect()
+    assert not connected and code == 4001
+
+
+def signed_in(username):
+    """Return (user, session key) of a person signed in through the login machinery."""
+    user = User.objects.create_user(username, password="pw")
+    client = Client()
+    client.force_login(user)
+    return user, client.cookies["sessionid"].value
+
+
+async def test_it_gives_a_signed_in_user_their_own_conversations(transactional_db):
+    alice, key = await sync_to_async(signed_in)("alice")
+    ws = await connect(key)
+    await ws.send_json_to({"type": "send", "content": "hello as alice"})
+    conversation = (await receive_until_done(ws))[0]["conversation"]
+    await ws.disconnect()
+    stored = await Conversation.objects.aget(pk=conversation)
+    assert stored.user_id == alice.pk and stored.session_key == ""
+    record = await UsageRecord.objects.aget()
+    assert record.user_id == alice.pk

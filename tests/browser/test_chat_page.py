@@ -1,5 +1,6 @@
 """The chat page in a real browser, against a live daphne server and the mock upstream."""
 
+import os
 import re
 import time
 
@@ -226,12 +227,13 @@ def test_it_fits_a_phone_screen(browser, chat_server, orm):
         context.close()
 
 
-def test_it_takes_the_screenshot_mid_conversation(page):
+def test_it_takes_the_screenshot_mid_conversation(page, tmp_path):
+    """Take README's screenshot (kept in docs/ only with UPDATE_SCREENSHOT=1, so runs leave the tree clean)."""
     send(page, "Show me some markdown", MARKDOWN)
     wait_for_reply(page)
     send(page, "Now tell me a long story", SLOW)
     wait_for_text(page, 120)
-    path = ROOT / "docs" / "screenshot.png"
+    path = ROOT / "docs" / "screenshot.png" if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "screenshot.png"
     page.screenshot(path=str(path), animations="disabled")
     assert path.stat().st_size > 10_000
     page.get_by_role("button", name="Stop").click()

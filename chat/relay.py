@@ -31,6 +31,7 @@ class Ticker:
         self.active = set()  # every Generation running on this loop
         self.pending = {}  # Generations with text waiting for their next frame (ordered)
         self.waiters = []  # futures queued for a generation slot
+        self.slots = 0  # slots taken: running generations, and those a finished one handed its slot to
         self.task = None
 
     @classmethod
@@ -44,7 +45,8 @@ class Ticker:
 
     async def acquire(self):
         """Wait up to CHAT_QUEUE_TIMEOUT for a generation slot; return whether one was had."""
-        if len(self.active) < settings.CHAT_MAX_CONCURRENT and not self.waiters:
+        if self.slots < settings.CHAT_MAX_CONCURRENT and not self.waiters:
+            self.slots += 1
             return True
         waiter = self.loop.create_future()
         self.waiters.append(waiter)
@@ -63,14 +65,15 @@ class Ticker:
         self._wake()
 
     def discard(self, generation):
-        """Forget a finished generation, and let a queued one take its slot."""
+        """Forget a finished generation and hand its slot to the longest-waiting request, if any."""
         self.active.discard(generation)
         self.pending.pop(generation, None)
-        while self.waiters and len(self.active) < settings.CHAT_MAX_CONCURRENT:
+        while self.waiters:
             waiter = self.waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                return
+        self.slots -= 1
 
     def wait_flush(self, generation):
         """Queue a generation's text for the next tick."""

@@ -6,8 +6,12 @@ comments, `data:` lines join with LF, a single space after the colon is dropped,
 character split across reads is decoded whole.
 """
 
+import asyncio
 import codecs
+import logging
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 END = object()  # returned by a `texts` reader: the stream is complete
 
@@ -111,9 +115,24 @@ async def texts(chunks, read):
         if failure is not None:
             raise failure
         if ended:
+            await drain(chunks)
             return
     tail = decoder.close()
     if tail is not None:
         text = read(tail)
         if text and text is not END:
             yield text
+
+
+async def drain(chunks, within=0.5):
+    """Read what follows the end marker (the body's last chunk), so the connection can be reused.
+
+    An HTTP client returns a connection to its pool only once the response body has been read to
+    its end; a server that keeps the body open past the end marker just loses its connection.
+    """
+    try:
+        async with asyncio.timeout(within):
+            async for _ in chunks:
+                pass
+    except TimeoutError:
+        log.debug("the upstream kept the body open after the end marker; its connection is closed")

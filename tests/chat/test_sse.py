@@ -1,5 +1,7 @@
 """The SSE decoder against the WHATWG event-stream rules, fed bytes directly."""
 
+import asyncio
+
 import pytest
 
 from chat.sse import END, SSEDecoder, texts
@@ -133,3 +135,20 @@ async def test_it_yields_the_text_before_a_bad_event_then_raises():
 async def test_it_reads_an_unterminated_last_event():
     texts_read = [t async for t in texts(chunks_of(b"data: a\n\ndata: tail"), lambda event: event.data)]
     assert texts_read == ["a", "tail"]
+
+
+async def test_it_stops_draining_a_body_kept_open_after_the_end_marker():
+    async def kept_open():
+        yield b"data: a\n\ndata: [DONE]\n\n"
+        await asyncio.sleep(3600)
+        yield b"never"
+
+    def read(event):
+        return END if event.data == "[DONE]" else event.data
+
+    texts_read = await asyncio.wait_for(_collect(texts(kept_open(), read)), 5)
+    assert texts_read == ["a"]
+
+
+async def _collect(stream):
+    return [text async for text in stream]

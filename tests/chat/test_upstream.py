@@ -7,6 +7,7 @@ from asgiref.sync import sync_to_async
 
 from billing.models import ModelPrice, UsageRecord
 from chat.models import Message
+from chat.providers.http import client
 from tests.conftest import connect, receive_until_done
 from tests.mock_fixtures import allow
 
@@ -186,3 +187,16 @@ def wait_for_request(mock, timeout=5):
     while mock.stats()["open_streams"] == 0:
         assert time.monotonic() < deadline, "the request never reached the mock"
         time.sleep(0.01)
+
+
+@pytest.mark.parametrize("model", [OPENAI, ANTHROPIC])
+async def test_it_reuses_the_upstream_connection_for_the_next_request(alice_session, settings, use_mock, model):
+    allow(settings, model)
+    ws = await connect(alice_session)
+    for _ in range(3):
+        await ws.send_json_to({"type": "send", "content": "again", "model": model})
+        assert (await receive_until_done(ws))[-1]["status"] == "completed"
+    await ws.disconnect()
+    pool = client()._transport._pool
+    assert len(pool.connections) == 1 and pool.connections[0].is_idle()
+    assert [entry["status"] for entry in use_mock.stats()["log"]] == ["completed"] * 3

@@ -1,4 +1,4 @@
-"""The one seam to the network: a shared httpx client per event loop, and requests with retries."""
+"""The one seam to the network: shared httpx clients per event loop, and requests with retries."""
 
 import asyncio
 import contextlib
@@ -17,23 +17,50 @@ from chat.providers import UpstreamError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_clients = weakref.WeakKeyDictionary()
+SHARDS = 8  # httpx clients per event loop
+_pools = weakref.WeakKeyDictionary()
 
 
-def client():
-    """Return this event loop's shared AsyncClient (connection pool, keep-alive)."""
-    loop = asyncio.get_running_loop()
-    shared = _clients.get(loop)
-    if shared is None or shared.is_closed:
+class Clients:
+    """This event loop's shared httpx clients: a few small connection pools rather than one large one.
+
+    httpcore scans every connection of a pool (a syscall for each idle one) whenever a request
+    starts or ends, so one pool of hundreds of streams costs more per request than the request
+    itself. A request leases the least busy client; at low load that is always the first, so
+    keep-alive connections are reused as with a single client.
+    """
+
+    def __init__(self):
         # Timeouts: the relay's watchdog enforces first-token and stall limits; httpx's read
         # timeout is only a backstop for a socket that never answers at all.
         backstop = max(settings.CHAT_FIRST_TOKEN_TIMEOUT, settings.CHAT_STALL_TIMEOUT) + 5
-        shared = httpx.AsyncClient(
-            timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30),
-        )
-        _clients[loop] = shared
-    return shared
+        self.clients = [
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=16, keepalive_expiry=30),
+            )
+            for _ in range(SHARDS)
+        ]
+        self.busy = [0] * SHARDS
+
+    @contextlib.contextmanager
+    def lease(self):
+        """Yield the least busy client for one request."""
+        shard = self.busy.index(min(self.busy))
+        self.busy[shard] += 1
+        try:
+            yield self.clients[shard]
+        finally:
+            self.busy[shard] -= 1
+
+
+def clients():
+    """Return this event loop's shared Clients."""
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = Clients()
+    return pool
 
 
 def retry_delay(attempt, retry_after=None):
@@ -77,43 +104,46 @@ def error_message(body, status):
 async def post(call, url, payload, headers):
     """Send the request, retrying before any reply has begun; yield the successful streaming response.
 
-    Connect errors, connections dropped before an answer, and 429/5xx answers are retried up to CHAT_RETRIES times with exponential
-    backoff and jitter, honouring Retry-After. Any other failure raises UpstreamError.
+    Connect errors, connections dropped before an answer, and 429/5xx answers are retried up to
+    CHAT_RETRIES times with exponential backoff and jitter, honouring Retry-After. Any other
+    failure raises UpstreamError.
     """
-    http = client()
-    while True:
-        retry_after, failure = None, None
-        try:
-            request = http.build_request("POST", url, json=payload, headers=headers)
-            response = await http.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            failure = UpstreamError(f"Could not connect to the upstream: {exc.__class__.__name__}")
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            # The connection dropped before any reply began (often a stale keep-alive connection).
-            failure = UpstreamError(f"The upstream closed the connection without answering: {exc.__class__.__name__}")
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"Upstream request failed: {exc.__class__.__name__}") from exc
-        else:
-            if response.status_code < 400:
-                call.opened = True
-                try:
-                    yield response
-                finally:
-                    await response.aclose()
-                return
-            body = await _read_error(response)
-            message = error_message(body, response.status_code)
-            code = "rate_limited" if response.status_code == 429 else "upstream_error"
-            failure = UpstreamError(message, code=code, status=response.status_code)
-            if response.status_code not in RETRY_STATUSES:
+    with clients().lease() as http:
+        while True:
+            retry_after, failure = None, None
+            try:
+                request = http.build_request("POST", url, json=payload, headers=headers)
+                response = await http.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                failure = UpstreamError(f"Could not connect to the upstream: {exc.__class__.__name__}")
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # The connection dropped before any reply began (often a stale keep-alive connection).
+                failure = UpstreamError(
+                    f"The upstream closed the connection without answering: {exc.__class__.__name__}"
+                )
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"Upstream request failed: {exc.__class__.__name__}") from exc
+            else:
+                if response.status_code < 400:
+                    call.opened = True
+                    try:
+                        yield response
+                    finally:
+                        await response.aclose()
+                    return
+                body = await _read_error(response)
+                message = error_message(body, response.status_code)
+                code = "rate_limited" if response.status_code == 429 else "upstream_error"
+                failure = UpstreamError(message, code=code, status=response.status_code)
+                if response.status_code not in RETRY_STATUSES:
+                    raise failure
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if call.retries >= settings.CHAT_RETRIES:
                 raise failure
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-        if call.retries >= settings.CHAT_RETRIES:
-            raise failure
-        call.retries += 1
-        delay = retry_delay(call.retries, retry_after)
-        log.info("retrying %s in %.2fs after: %s", call.model, delay, failure)
-        await asyncio.sleep(delay)
+            call.retries += 1
+            delay = retry_delay(call.retries, retry_after)
+            log.info("retrying %s in %.2fs after: %s", call.model, delay, failure)
+            await asyncio.sleep(delay)
 
 
 async def _read_error(response):

@@ -1,4 +1,4 @@
-"""The one seam to the network: shared httpx clients per event loop, and requests with retries."""
+"""The one seam to the network: a shared httpx client per event loop, and requests with retries."""
 
 import asyncio
 import contextlib
@@ -17,50 +17,74 @@ from chat.providers import UpstreamError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-SHARDS = 8  # httpx clients per event loop
-_pools = weakref.WeakKeyDictionary()
+SHARDS = 8  # connection pools behind the shared client
+_clients = weakref.WeakKeyDictionary()
 
 
-class Clients:
-    """This event loop's shared httpx clients: a few small connection pools rather than one large one.
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """A few small connection pools behind one client; each request takes the least busy pool.
 
-    httpcore scans every connection of a pool (a syscall for each idle one) whenever a request
-    starts or ends, so one pool of hundreds of streams costs more per request than the request
-    itself. A request leases the least busy client; at low load that is always the first, so
-    keep-alive connections are reused as with a single client.
+    httpcore scans every connection of its pool (a syscall for each idle one) whenever a request
+    starts or ends, so one pool holding hundreds of streams costs more per request than the request
+    itself. At low load the first pool is always the least busy, so keep-alive connections are
+    reused as with a single pool.
     """
 
-    def __init__(self):
-        # Timeouts: the relay's watchdog enforces first-token and stall limits; httpx's read
-        # timeout is only a backstop for a socket that never answers at all.
-        backstop = max(settings.CHAT_FIRST_TOKEN_TIMEOUT, settings.CHAT_STALL_TIMEOUT) + 5
-        self.clients = [
-            httpx.AsyncClient(
-                timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=16, keepalive_expiry=30),
-            )
-            for _ in range(SHARDS)
-        ]
-        self.busy = [0] * SHARDS
+    def __init__(self, shards, **options):
+        self.transports = [httpx.AsyncHTTPTransport(**options) for _ in range(shards)]
+        self.busy = [0] * shards
 
-    @contextlib.contextmanager
-    def lease(self):
-        """Yield the least busy client for one request."""
+    async def handle_async_request(self, request):
+        """Send the request through the least busy pool; the pool is freed when the response closes."""
         shard = self.busy.index(min(self.busy))
         self.busy[shard] += 1
         try:
-            yield self.clients[shard]
-        finally:
+            response = await self.transports[shard].handle_async_request(request)
+        except BaseException:
             self.busy[shard] -= 1
+            raise
+        response.stream = LeasedStream(response.stream, self.busy, shard)
+        return response
+
+    async def aclose(self):
+        """Close every pool."""
+        for transport in self.transports:
+            await transport.aclose()
 
 
-def clients():
-    """Return this event loop's shared Clients."""
+class LeasedStream(httpx.AsyncByteStream):
+    """A response body that gives its pool back when closed (iterated directly: no extra layer per read)."""
+
+    def __init__(self, stream, busy, shard):
+        self.stream, self.busy, self.shard = stream, busy, shard
+
+    def __aiter__(self):
+        return self.stream.__aiter__()
+
+    async def aclose(self):
+        try:
+            await self.stream.aclose()
+        finally:
+            if self.busy is not None:
+                self.busy[self.shard] -= 1
+                self.busy = None
+
+
+def client():
+    """Return this event loop's shared AsyncClient (pooled, keep-alive connections)."""
     loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        pool = _pools[loop] = Clients()
-    return pool
+    shared = _clients.get(loop)
+    if shared is None or shared.is_closed:
+        # Timeouts: the relay's watchdog enforces first-token and stall limits; httpx's read
+        # timeout is only a backstop for a socket that never answers at all.
+        backstop = max(settings.CHAT_FIRST_TOKEN_TIMEOUT, settings.CHAT_STALL_TIMEOUT) + 5
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=16, keepalive_expiry=30)
+        shared = httpx.AsyncClient(
+            timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT),
+            transport=ShardedTransport(SHARDS, limits=limits),
+        )
+        _clients[loop] = shared
+    return shared
 
 
 def retry_delay(attempt, retry_after=None):
@@ -108,42 +132,42 @@ async def post(call, url, payload, headers):
     CHAT_RETRIES times with exponential backoff and jitter, honouring Retry-After. Any other
     failure raises UpstreamError.
     """
-    with clients().lease() as http:
-        while True:
-            retry_after, failure = None, None
-            try:
-                request = http.build_request("POST", url, json=payload, headers=headers)
-                response = await http.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                failure = UpstreamError(f"Could not connect to the upstream: {exc.__class__.__name__}")
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                # The connection dropped before any reply began (often a stale keep-alive connection).
-                failure = UpstreamError(
-                    f"The upstream closed the connection without answering: {exc.__class__.__name__}"
-                )
-            except httpx.HTTPError as exc:
-                raise UpstreamError(f"Upstream request failed: {exc.__class__.__name__}") from exc
-            else:
-                if response.status_code < 400:
-                    call.opened = True
-                    try:
-                        yield response
-                    finally:
-                        await response.aclose()
-                    return
-                body = await _read_error(response)
-                message = error_message(body, response.status_code)
-                code = "rate_limited" if response.status_code == 429 else "upstream_error"
-                failure = UpstreamError(message, code=code, status=response.status_code)
-                if response.status_code not in RETRY_STATUSES:
-                    raise failure
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-            if call.retries >= settings.CHAT_RETRIES:
+    http = client()
+    while True:
+        retry_after, failure = None, None
+        try:
+            request = http.build_request("POST", url, json=payload, headers=headers)
+            response = await http.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            failure = UpstreamError(f"Could not connect to the upstream: {exc.__class__.__name__}")
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # The connection dropped before any reply began (often a stale keep-alive connection).
+            failure = UpstreamError(
+                f"The upstream closed the connection without answering: {exc.__class__.__name__}"
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Upstream request failed: {exc.__class__.__name__}") from exc
+        else:
+            if response.status_code < 400:
+                call.opened = True
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+            body = await _read_error(response)
+            message = error_message(body, response.status_code)
+            code = "rate_limited" if response.status_code == 429 else "upstream_error"
+            failure = UpstreamError(message, code=code, status=response.status_code)
+            if response.status_code not in RETRY_STATUSES:
                 raise failure
-            call.retries += 1
-            delay = retry_delay(call.retries, retry_after)
-            log.info("retrying %s in %.2fs after: %s", call.model, delay, failure)
-            await asyncio.sleep(delay)
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if call.retries >= settings.CHAT_RETRIES:
+            raise failure
+        call.retries += 1
+        delay = retry_delay(call.retries, retry_after)
+        log.info("retrying %s in %.2fs after: %s", call.model, delay, failure)
+        await asyncio.sleep(delay)
 
 
 async def _read_error(response):

@@ -15,7 +15,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from billing.models import UsageRecord
-from chat.providers.http import clients
+from chat.providers.http import client
 from chat.relay import Ticker
 from tests.conftest import connect, new_session
 from tests.mock_fixtures import allow
@@ -115,7 +115,7 @@ async def test_it_leaves_one_record_per_request_and_nothing_open(settings, use_m
     assert not Ticker.get().active
     leftover = [t for t in asyncio.all_tasks() if "Generation.run" in repr(t.get_coro()) and not t.done()]
     assert leftover == []
-    pools = [c._transport._pool for c in clients().clients]
+    pools = [transport._pool for transport in client()._transport.transports]
     pooled = [connection for pool in pools for connection in pool.connections]
     assert all(c.is_idle() or c.is_closed() for c in pooled)
     assert use_mock.stats(log=False)["connections"] - connections_before <= len(pooled)

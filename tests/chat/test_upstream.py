@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 
 from billing.models import ModelPrice, UsageRecord
 from chat.models import Message
-from chat.providers.http import clients
+from chat.providers.http import client
 from tests.conftest import connect, receive_until_done
 from tests.mock_fixtures import allow
 
@@ -197,6 +197,6 @@ async def test_it_reuses_the_upstream_connection_for_the_next_request(alice_sess
         await ws.send_json_to({"type": "send", "content": "again", "model": model})
         assert (await receive_until_done(ws))[-1]["status"] == "completed"
     await ws.disconnect()
-    pooled = [connection for c in clients().clients for connection in c._transport._pool.connections]
+    pooled = [connection for t in client()._transport.transports for connection in t._pool.connections]
     assert len(pooled) == 1 and pooled[0].is_idle()
     assert [entry["status"] for entry in use_mock.stats()["log"]] == ["completed"] * 3

@@ -140,12 +140,7 @@ async def test_it_refuses_a_second_send_while_one_is_in_flight(alice_session, se
     await ws.send_json_to({"type": "send", "content": "tell me about streaming"})
     assert (await ws.receive_json_from(timeout=5))["type"] == "start"
     await ws.send_json_to({"type": "send", "content": "me too"})
-    frames = []
-    while True:
-        frame = await ws.receive_json_from(timeout=5)
-        frames.append(frame)
-        if frame["type"] == "done":
-            break
+    frames = await receive_until_done(ws)
     assert [f["code"] for f in frames if f["type"] == "error"] == ["busy"]
     assert frames[-1]["status"] == "completed"
     assert await UsageRecord.objects.acount() == 1

@@ -45,10 +45,14 @@ class Call:
         """Return the model name the upstream knows (after the provider prefix)."""
         return self.model.split("/", 1)[1]
 
-    def estimated_usage(self):
-        """Return usage estimated from what was sent and received: ~4 characters a prompt token."""
+    def prompt_estimate(self):
+        """Return the prompt's size in tokens, estimated at ~4 characters a token."""
         chars = len(self.system) + sum(len(m["content"]) for m in self.messages)
-        usage = self.usage or Usage(prompt_tokens=max(1, round(chars / 4)))
+        return max(1, round(chars / 4))
+
+    def estimated_usage(self):
+        """Return usage estimated from what was sent and received."""
+        usage = self.usage or Usage(prompt_tokens=self.prompt_estimate())
         return Usage(usage.prompt_tokens, max(usage.completion_tokens, self.pieces), usage.cached_tokens)
 
 

@@ -75,10 +75,9 @@ class DemoProvider:
         """Yield the reply a word at a time, paced by CHAT_DEMO_TTFT_MS and CHAT_DEMO_GAP_MS."""
         prompt = call.messages[-1]["content"] if call.messages else ""
         tokens = TOKEN.findall(reply_for(prompt))[: call.max_tokens]
-        chars = len(call.system) + sum(len(m["content"]) for m in call.messages)
         call.upstream_model = call.name
         call.opened = True
-        call.usage = Usage(prompt_tokens=max(1, round(chars / 4)))
+        call.usage = Usage(prompt_tokens=call.prompt_estimate())
         call.usage_partial = True
         await asyncio.sleep(settings.CHAT_DEMO_TTFT_MS / 1000)
         gap = settings.CHAT_DEMO_GAP_MS / 1000

@@ -37,21 +37,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.send_error(exc.code, str(exc))
         if frame["type"] == "stop":
             return await self.stop()
-        if self.generation is not None and not self.generation.task.done():
+        if self.in_flight:
             return await self.send_error("busy", "A reply is already being generated; stop it or wait for it.")
         self.generation = Generation(self.base_send, self.owner, frame)
         self.generation.start()
 
+    @property
+    def in_flight(self):
+        return self.generation is not None and not self.generation.task.done()
+
     async def stop(self):
         """Stop the reply in flight, if any, and wait until it is stored and `done` is sent."""
-        if self.generation is not None and not self.generation.task.done():
-            self.generation.cancel("stop")
-            await asyncio.wait([self.generation.task])
+        await self.end_reply("stop")
 
     async def disconnect(self, code):
         """Called when the socket closes: end the reply in flight and wait for its record."""
-        if self.generation is not None and not self.generation.task.done():
-            self.generation.cancel("disconnect")
+        await self.end_reply("disconnect")
+
+    async def end_reply(self, reason):
+        """End the reply in flight, if any, for `reason`, and wait until its record is written."""
+        if self.in_flight:
+            self.generation.cancel(reason)
             await asyncio.wait([self.generation.task])
 
     async def send_error(self, code, message):

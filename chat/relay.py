@@ -7,8 +7,8 @@ timeouts, so no stream owns a timer of its own.
 """
 
 import asyncio
-import json
 import contextlib
+import json
 import logging
 import weakref
 
@@ -16,6 +16,7 @@ import httpx
 from django.conf import settings
 
 from chat import turns
+from chat.limits import Refused
 from chat.providers import UpstreamError, provider_for
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Generation:
     """One reply in flight: its upstream call, its frames, and the record it leaves."""
 
     __slots__ = ("send", "owner", "request", "call", "turn", "task", "ticker", "reason", "buffer", "text",
-                 "started", "sent_at", "last_read", "first_at", "prefix", "announced", "__weakref__")
+                 "started", "sent_at", "last_read", "first_at", "prefix", "announced")
 
     def __init__(self, send, owner, request):
         self.send = send  # an ASGI send callable (the consumer's)
@@ -169,7 +170,7 @@ class Generation:
         try:
             await self.begin()
             await self.relay(provider_for(self.call.model).stream(self.call), loop)
-        except turns.Refused as exc:
+        except Refused as exc:
             return await self.refuse(exc.code, str(exc))
         except (asyncio.CancelledError, SocketClosed):
             self.reason = self.reason or "disconnect"

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from billing.models import AbandonmentEvent, UsageRecord
 from chat import limits, markdown
-from chat.limits import Refused  # noqa: F401  (the relay catches turns.Refused)
+from chat.limits import Refused
 from chat.models import Conversation, Message
 from chat.providers import Call, Usage
 

@@ -5,10 +5,16 @@ import sys
 
 
 def main():
-    """Run administrative tasks."""
+    """Run administrative tasks; a bad setting is one line naming the variable, not a traceback."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    try:
+        settings.INSTALLED_APPS
+    except ImproperlyConfigured as exc:
+        sys.exit(f"chatsite: {exc}")
     execute_from_command_line(sys.argv)
 
 

@@ -1,4 +1,8 @@
-"""System checks that name the setting to fix when the chat configuration is wrong."""
+"""System checks that name the setting to fix when the chat configuration is wrong.
+
+Each value is checked on its own when settings are read (chatsite.env); these checks are about the
+relations between settings, and about reaching the providers.
+"""
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
@@ -28,6 +32,35 @@ def check_providers(app_configs, **kwargs):
                     id="chat.W001",
                 )
             )
-    if settings.CHAT_FLUSH_MS < 0:
-        problems.append(Error("CHAT_FLUSH_MS is negative.", hint="Set CHAT_FLUSH_MS to 0 or more.", id="chat.E002"))
+    return problems
+
+
+@register()
+def check_limits(app_configs, **kwargs):
+    """Check that the size limits and timeouts agree with each other."""
+    problems = []
+    if settings.CHAT_MAX_HISTORY_CHARS < settings.CHAT_MAX_PROMPT_CHARS:
+        problems.append(
+            Warning(
+                "CHAT_MAX_HISTORY_CHARS is below CHAT_MAX_PROMPT_CHARS: a long message is sent without its history.",
+                hint="Set CHAT_MAX_HISTORY_CHARS to at least CHAT_MAX_PROMPT_CHARS (twice is usual).",
+                id="chat.W002",
+            )
+        )
+    if settings.CHAT_RETRIES and settings.CHAT_RETRY_MAX_WAIT < settings.CHAT_RETRY_BACKOFF:
+        problems.append(
+            Warning(
+                "CHAT_RETRY_MAX_WAIT is below CHAT_RETRY_BACKOFF: every retry waits CHAT_RETRY_MAX_WAIT.",
+                hint="Raise CHAT_RETRY_MAX_WAIT or lower CHAT_RETRY_BACKOFF.",
+                id="chat.W003",
+            )
+        )
+    if settings.CHAT_FIRST_TOKEN_TIMEOUT <= settings.CHAT_CONNECT_TIMEOUT:
+        problems.append(
+            Warning(
+                "CHAT_FIRST_TOKEN_TIMEOUT is not above CHAT_CONNECT_TIMEOUT: a slow connect fails as a first-token timeout.",
+                hint="Set CHAT_FIRST_TOKEN_TIMEOUT above CHAT_CONNECT_TIMEOUT (defaults: 60 and 10 seconds).",
+                id="chat.W004",
+            )
+        )
     return problems

@@ -1,10 +1,17 @@
 """ASGI entry point: Django for HTTP, the chat consumer for websockets."""
 
 import os
+import sys
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+try:
+    settings.INSTALLED_APPS
+except ImproperlyConfigured as exc:  # one line naming the variable, not daphne's traceback
+    sys.exit(f"chatsite: {exc}")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -1,28 +1,29 @@
 """Settings for chatsite: every value comes from the environment (or a `.env` file at the root)."""
 
 import warnings
-from decimal import Decimal
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chatsite import env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+# A `.env` file at the root fills in what the environment does not set; chatsite.env reads the result.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG = env.boolean("DEBUG", False)
 
-SECRET_KEY = env.str("SECRET_KEY", default="")
+SECRET_KEY = env.string("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=1 for a development key).")
+        raise ImproperlyConfigured("SECRET_KEY is not set: set it (or DEBUG=1 for a development key).")
     warnings.warn("SECRET_KEY is not set: using an insecure development key.", stacklevel=1)
     SECRET_KEY = "chatsite-insecure-development-key-do-not-use-in-production"
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS = env.strings("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.strings("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",
@@ -66,7 +67,7 @@ TEMPLATES = [
 ]
 
 # Database: SQLite by default; any django-environ URL (PostgreSQL in production).
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {"default": env.read("DATABASE_URL", env.database(f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), env.database)}
 # Connections are reused, or every database_sync_to_async call would open a new one: PostgreSQL
 # through psycopg's pool (Django's advice under ASGI, where each HTTP request has its own thread),
 # SQLite (a file open) as persistent connections.
@@ -74,10 +75,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault(
-        "pool", {"min_size": 2, "max_size": env.int("DB_POOL_SIZE", default=20), "timeout": 10}
+        "pool", {"min_size": 2, "max_size": env.integer("DB_POOL_SIZE", 20, minimum=2), "timeout": 10}
     )
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=600))
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.integer("CONN_MAX_AGE", 600, minimum=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})
@@ -89,7 +90,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer and cache: in-memory by default, Redis when REDIS_URL is set (several processes).
-REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_URL = env.string("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -110,10 +111,10 @@ else:
 
 # Sessions own anonymous conversations: written to the database once, read from the cache.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 24 * 30)
+SESSION_COOKIE_AGE = env.integer("SESSION_COOKIE_AGE", 60 * 60 * 24 * 30, minimum=60)
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+TIME_ZONE = env.string("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -123,14 +124,15 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 LOGIN_URL = "/admin/login/"
 
+LOG_LEVEL = env.read("LOG_LEVEL", "", str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL or "WARNING"},
     "loggers": {
-        "chat": {"level": env.str("LOG_LEVEL", default="INFO")},
-        "billing": {"level": env.str("LOG_LEVEL", default="INFO")},
+        "chat": {"level": LOG_LEVEL or "INFO"},
+        "billing": {"level": LOG_LEVEL or "INFO"},
     },
 }
 
@@ -161,36 +163,36 @@ def _provider(prefix):
     """Return one provider's settings from <PREFIX>_BASE_URL, <PREFIX>_API_KEY and <PREFIX>_API."""
     upper = prefix.upper().replace("-", "_")
     defaults = PROVIDER_DEFAULTS.get(prefix, {})
-    api = "demo" if prefix == "demo" else env.str(f"{upper}_API", default=defaults.get("api", "openai"))
-    if api not in WIRE_PROTOCOLS:
-        raise ImproperlyConfigured(f"{upper}_API must be one of openai, anthropic; got {api!r}.")
+    api = "demo" if prefix == "demo" else env.string(f"{upper}_API", defaults.get("api", "openai"),
+                                                     choices=("openai", "anthropic"))
     return {
         "api": api,
-        "base_url": env.str(f"{upper}_BASE_URL", default=defaults.get("base_url", "")).rstrip("/"),
-        "api_key": env.str(f"{upper}_API_KEY", default=""),
+        "base_url": env.string(f"{upper}_BASE_URL", defaults.get("base_url", "")).rstrip("/"),
+        "api_key": env.string(f"{upper}_API_KEY"),
     }
 
 
-CHAT_MODELS = _models(env.list("CHAT_MODELS", default=["demo/assistant"]))
+CHAT_MODELS = _models(env.strings("CHAT_MODELS", ["demo/assistant"]))
 CHAT_PROVIDERS = {prefix: _provider(prefix) for prefix in {m.split("/", 1)[0] for m in CHAT_MODELS}}
 
 # Deltas after the first are coalesced into at most one frame per this many milliseconds.
-CHAT_FLUSH_MS = env.int("CHAT_FLUSH_MS", default=30)
-CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful assistant.")
-CHAT_MAX_PROMPT_CHARS = env.int("CHAT_MAX_PROMPT_CHARS", default=32_000)
-CHAT_MAX_HISTORY_CHARS = env.int("CHAT_MAX_HISTORY_CHARS", default=64_000)
-CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=1024)
-CHAT_MAX_CONCURRENT = env.int("CHAT_MAX_CONCURRENT", default=2000)
-CHAT_QUEUE_TIMEOUT = env.float("CHAT_QUEUE_TIMEOUT", default=2.0)
+CHAT_FLUSH_MS = env.integer("CHAT_FLUSH_MS", 30, minimum=0, maximum=10_000)
+CHAT_SYSTEM_PROMPT = env.string("CHAT_SYSTEM_PROMPT", "You are a helpful assistant.")
+CHAT_MAX_PROMPT_CHARS = env.integer("CHAT_MAX_PROMPT_CHARS", 32_000, minimum=1)
+CHAT_MAX_HISTORY_CHARS = env.integer("CHAT_MAX_HISTORY_CHARS", 64_000, minimum=0)
+CHAT_MAX_TOKENS = env.integer("CHAT_MAX_TOKENS", 1024, minimum=1)
+CHAT_MAX_CONCURRENT = env.integer("CHAT_MAX_CONCURRENT", 2000, minimum=1)
+CHAT_QUEUE_TIMEOUT = env.number("CHAT_QUEUE_TIMEOUT", 2.0, minimum=0)
 # Per person: messages a minute (0: no limit) and USD a day (unset: no budget).
-CHAT_RATE_LIMIT = env.int("CHAT_RATE_LIMIT", default=0)
-CHAT_DAILY_BUDGET_USD = env.get_value("CHAT_DAILY_BUDGET_USD", cast=Decimal, default=None)
-CHAT_RETRIES = env.int("CHAT_RETRIES", default=2)
-CHAT_RETRY_BACKOFF = env.float("CHAT_RETRY_BACKOFF", default=0.5)
-CHAT_RETRY_MAX_WAIT = env.float("CHAT_RETRY_MAX_WAIT", default=20.0)
-CHAT_CONNECT_TIMEOUT = env.float("CHAT_CONNECT_TIMEOUT", default=10.0)
-CHAT_FIRST_TOKEN_TIMEOUT = env.float("CHAT_FIRST_TOKEN_TIMEOUT", default=60.0)
-CHAT_STALL_TIMEOUT = env.float("CHAT_STALL_TIMEOUT", default=30.0)
+CHAT_RATE_LIMIT = env.integer("CHAT_RATE_LIMIT", 0, minimum=0)
+CHAT_DAILY_BUDGET_USD = env.decimal("CHAT_DAILY_BUDGET_USD", None, minimum=0)
+CHAT_RETRIES = env.integer("CHAT_RETRIES", 2, minimum=0, maximum=10)
+CHAT_RETRY_BACKOFF = env.number("CHAT_RETRY_BACKOFF", 0.5, minimum=0)
+CHAT_RETRY_MAX_WAIT = env.number("CHAT_RETRY_MAX_WAIT", 20.0, minimum=0)
+# Timeouts in seconds; below a tenth of a second every real request would fail.
+CHAT_CONNECT_TIMEOUT = env.number("CHAT_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+CHAT_FIRST_TOKEN_TIMEOUT = env.number("CHAT_FIRST_TOKEN_TIMEOUT", 60.0, minimum=0.1)
+CHAT_STALL_TIMEOUT = env.number("CHAT_STALL_TIMEOUT", 30.0, minimum=0.1)
 # The demo model's pace: time to first token and gap between tokens, in milliseconds.
-CHAT_DEMO_TTFT_MS = env.int("CHAT_DEMO_TTFT_MS", default=350)
-CHAT_DEMO_GAP_MS = env.int("CHAT_DEMO_GAP_MS", default=25)
+CHAT_DEMO_TTFT_MS = env.integer("CHAT_DEMO_TTFT_MS", 350, minimum=0)
+CHAT_DEMO_GAP_MS = env.integer("CHAT_DEMO_GAP_MS", 25, minimum=0)

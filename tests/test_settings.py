@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PRINT = (
     "import json, chatsite.settings as s; print(json.dumps({'layer': s.CHANNEL_LAYERS['default']['BACKEND'],"
@@ -74,3 +76,46 @@ def test_it_needs_a_secret_key_unless_debugging():
     result = subprocess.run([sys.executable, "-c", "import chatsite.settings"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "insecure development key" in result.stderr
+
+
+def run(args, **env):
+    """Run a command in a fresh interpreter with this environment on top of a clean one."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("REDIS_URL", "DATABASE_URL", "CHAT_MODELS", "SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE")}
+    clean.update(env)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "variable, value, words",
+    [
+        ("DEBUG", "ture", "use 1/0, true/false"),
+        ("CHAT_FLUSH_MS", "30ms", "expected a whole number"),
+        ("CHAT_MAX_CONCURRENT", "0", "too small: the least is 1"),
+        ("CHAT_FIRST_TOKEN_TIMEOUT", "0", "too small"),
+        ("CHAT_STALL_TIMEOUT", "nan", "finite"),
+        ("CHAT_DAILY_BUDGET_USD", "five", "decimal number"),
+        ("CHAT_DAILY_BUDGET_USD", "-1", "too small"),
+        ("DATABASE_URL", "db.sqlite3", "database URL"),
+        ("LOG_LEVEL", "LOUD", "not one of"),
+        ("OPENAI_API", "grpc", "not one of openai, anthropic"),
+    ],
+)
+def test_it_names_the_variable_of_a_bad_value_in_one_line(variable, value, words):
+    result = run(["manage.py", "check"], SECRET_KEY="x", CHAT_MODELS="openai/gpt-4.1-mini", **{variable: value})
+    assert result.returncode == 1
+    assert result.stderr == f"chatsite: {variable}={value!r} is {result.stderr.split(' is ', 1)[1]}"
+    assert words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_it_reads_yes_no_values_in_any_common_spelling():
+    for value, expected in (("1", True), ("TRUE", True), ("on", True), ("no", False), ("0", False), ("", False)):
+        result = run(["-c", "import chatsite.settings as s; print(s.DEBUG)"], SECRET_KEY="x", DEBUG=value)
+        assert result.stdout.strip() == str(expected), (value, result.stderr)
+
+
+def test_it_says_in_one_line_that_production_needs_a_secret_key():
+    for command in (["manage.py", "migrate"], ["-c", "import chatsite.asgi"]):
+        result = run(command, DEBUG="0")
+        assert result.returncode == 1
+        assert result.stderr == "chatsite: SECRET_KEY is not set: set it (or DEBUG=1 for a development key).\n"

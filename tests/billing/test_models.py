@@ -66,3 +66,49 @@ def test_it_prices_seven_tokens_exactly():
     # 7 * 1.60 / 1,000,000 = 0.0000112: a float would not keep it.
     assert record.cost_usd == Decimal("0.0000112000")
     assert str(UsageRecord.objects.get(pk=record.pk).cost_usd) == "0.0000112000"
+
+
+# Which price wins when several rows match (issue 17): exact id, then its dated family, then the
+# same model under another provider prefix; the newest row in force at the request's start.
+
+
+def test_it_prefers_the_exact_id_to_the_family_and_to_another_prefix():
+    price("acme/m", "1", "1")
+    price("acme/m-2025-01-01", "2", "2")
+    price("other/m-2025-01-01", "3", "3", effective_from=datetime(2025, 6, 1, tzinfo=timezone.utc))
+    assert ModelPrice.objects.in_force("acme/m-2025-01-01").input_per_mtok == Decimal("2")
+
+
+def test_it_falls_back_to_the_family_of_a_dated_id():
+    price("acme/m", "1", "1")
+    price("other/m-2025-01-01", "3", "3", effective_from=datetime(2025, 6, 1, tzinfo=timezone.utc))
+    assert ModelPrice.objects.in_force("acme/m-2025-01-01").input_per_mtok == Decimal("1")
+
+
+def test_it_falls_back_to_the_same_model_under_another_prefix():
+    price("openai/acme-model", "4", "5")
+    assert ModelPrice.objects.in_force("azure/acme-model").input_per_mtok == Decimal("4")
+    assert ModelPrice.objects.in_force("azure/acme-model-2025-01-01").input_per_mtok == Decimal("4")
+    assert ModelPrice.objects.in_force("azure/acme-mod") is None
+
+
+def test_it_takes_the_newest_price_in_force_at_the_start():
+    price("acme/m", "1", "1", effective_from=datetime(2025, 1, 1, tzinfo=timezone.utc))
+    price("acme/m", "2", "2", effective_from=datetime(2025, 3, 1, tzinfo=timezone.utc))
+    price("acme/m", "3", "3", effective_from=datetime(2025, 5, 1, tzinfo=timezone.utc))
+    at = datetime(2025, 4, 1, tzinfo=timezone.utc)
+    assert ModelPrice.objects.in_force("acme/m", at).input_per_mtok == Decimal("2")
+    assert ModelPrice.objects.in_force("acme/m", datetime(2024, 12, 31, tzinfo=timezone.utc)) is None
+
+
+def test_it_prices_a_three_part_id_by_its_whole_model_name():
+    price("together/Qwen/Qwen2.5-7B-Instruct", "0.3", "0.3")
+    price("Qwen2.5-7B-Instruct", "9", "9")
+    assert ModelPrice.objects.in_force("vllm/Qwen/Qwen2.5-7B-Instruct").input_per_mtok == Decimal("0.3")
+
+
+def test_it_rounds_a_cost_to_ten_decimal_places_half_even():
+    p = price("acme/fine", "0.123456", "0.000050")
+    assert p.cost(1, 0) == Decimal("0.0000001235")  # 0.000000123456
+    assert p.cost(0, 1) == Decimal("0E-10")  # 0.00000000005: half to even
+    assert p.cost(0, 3) == Decimal("0.0000000002")  # 0.00000000015: half to even

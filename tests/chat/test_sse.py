@@ -152,3 +152,44 @@ async def test_it_stops_draining_a_body_kept_open_after_the_end_marker():
 
 async def _collect(stream):
     return [text async for text in stream]
+
+
+# Edges a planted bug changed without any test failing (issue 17).
+
+
+def test_it_reads_crlf_inside_multi_line_data():
+    events = events_of(b"data: one\r\ndata: two\r\ndata: three\r\n\r\n")
+    assert [e.data for e in events] == ["one\ntwo\nthree"]
+
+
+def test_it_ends_a_line_at_a_cr_split_from_the_text_after_it():
+    events = events_of(b"data: one\r", b"data: two\r", b"\rdata: three\n\n")
+    assert [e.data for e in events] == ["one\ntwo", "three"]
+
+
+def test_it_forgets_the_event_type_at_a_blank_line_without_data():
+    events = events_of(b"event: ping\n\ndata: x\n\n")
+    assert [(e.event, e.data) for e in events] == [("message", "x")]
+
+
+def test_it_names_an_event_without_a_type_message():
+    events = events_of(b"data: x\n\n")
+    assert events[0].event == "message"
+
+
+def test_it_joins_the_lines_of_an_unterminated_last_event():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"event: delta\ndata: one\ndata: two") == []
+    tail = decoder.close()
+    assert (tail.event, tail.data) == ("delta", "one\ntwo")
+
+
+def test_it_replaces_invalid_utf8_and_keeps_the_rest():
+    events = events_of(b"data: a\xffb\n\n")
+    assert events[0].data == "a\ufffdb"
+
+
+def test_it_replaces_a_truncated_utf8_character_at_close():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: \xe2\x82") == []
+    assert decoder.close().data == "\ufffd"

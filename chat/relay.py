@@ -115,7 +115,7 @@ class Generation:
     """One reply in flight: its upstream call, its frames, and the record it leaves."""
 
     __slots__ = ("send", "owner", "request", "call", "turn", "task", "ticker", "reason", "buffer", "text",
-                 "started", "sent_at", "last_read", "first_at", "prefix", "announced")
+                 "started", "sent_at", "last_read", "first_at", "prefix", "announced", "finishing")
 
     def __init__(self, send, owner, request):
         self.send = send  # an ASGI send callable (the consumer's)
@@ -132,6 +132,7 @@ class Generation:
         self.first_at = None
         self.prefix = ""
         self.announced = False
+        self.finishing = False  # set once the reply is being stored: nothing may interrupt that
 
     def start(self):
         """Start relaying in a task of its own; return the task."""
@@ -141,10 +142,11 @@ class Generation:
     def cancel(self, reason):
         """End the reply early for `reason`; the upstream connection closes as the task unwinds.
 
-        Before the reply is stored and announced the task is left to reach that point, so that
-        every accepted `send` still gets its `start`, its `done` and its record.
+        Before the reply is stored and announced the task is left to reach that point, and once it
+        is being stored and its `done` sent it is left to finish, so that every accepted `send` gets
+        exactly one `start`, one `done` and one record whatever arrives when.
         """
-        if self.task is not None and not self.task.done():
+        if self.task is not None and not self.task.done() and not self.finishing:
             self.reason = self.reason or reason
             if self.call is not None:
                 self.task.cancel()
@@ -172,7 +174,9 @@ class Generation:
             await self.relay(provider_for(self.call.model).stream(self.call), loop)
         except Refused as exc:
             return await self.refuse(exc.code, str(exc))
-        except (asyncio.CancelledError, SocketClosed):
+        except (asyncio.CancelledError, SocketClosed) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                self.task.uncancel()  # our own cancel(), handled here: the rest runs uncancelled
             self.reason = self.reason or "disconnect"
             if self.reason in ("first_token_timeout", "stall"):
                 error = UpstreamError(timeout_message(self.reason))
@@ -185,6 +189,7 @@ class Generation:
             error = UpstreamError(f"Internal error: {exc.__class__.__name__}")
         finally:
             self.ticker.discard(self)
+            self.finishing = True
         if self.turn is not None:
             await self.finish(error)
         elif error is not None:
@@ -242,7 +247,10 @@ class Generation:
         """Send what is left, store the reply and its record, and send `done` (and `error`)."""
         ended = asyncio.get_running_loop().time()
         if self.buffer and self.reason != "disconnect":
-            await self.flush(ended)
+            try:
+                await self.flush(ended)
+            except SocketClosed:
+                log.debug("socket closed before the last delta of message %s", self.turn.message_id)
         ttft_ms = None if self.first_at is None else round((self.first_at - self.started) * 1000)
         outcome = turns.Outcome(
             text="".join(self.text),

@@ -46,19 +46,23 @@ class Record:
     """One generation request, as the log reports it."""
 
     __slots__ = ("id", "path", "model", "fault", "stream", "prompt_tokens", "tokens_sent", "tag",
-                 "first_token_at", "status", "http_status")
+                 "first_token_at", "status", "http_status", "ended_at", "words")
+    FIELDS = __slots__[:-1]
 
     def __init__(self, id, path):
         self.id, self.path = id, path
         self.model = self.fault = self.tag = ""
         self.stream = False
         self.prompt_tokens = self.tokens_sent = 0
-        self.first_token_at = None
+        self.first_token_at = self.ended_at = None  # ended_at: time.time() when it ended, by either side
         self.status, self.http_status = "open", 0
+        self.words = ()  # the reply's tokens, of which the first `tokens_sent` were written
 
     def as_dict(self):
-        """Return the record as a plain dict."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        """Return the record as a plain dict, with `text`: what was written of the reply."""
+        fields = {name: getattr(self, name) for name in self.FIELDS}
+        fields["text"] = "".join(self.words[: self.tokens_sent])
+        return fields
 
 
 
@@ -188,7 +192,7 @@ class MockUpstream:
     def finish(self, record, status, was_open=False):
         """Record how a request ended."""
         with self._cond:
-            record.status = status
+            record.status, record.ended_at = status, time.time()
             setattr(self, status, getattr(self, status) + 1)
             if was_open:
                 self.open_streams -= 1

@@ -39,6 +39,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.stop()
         if self.in_flight:
             return await self.send_error("busy", "A reply is already being generated; stop it or wait for it.")
+        # The relay gets the raw ASGI send, not self.send: it builds each frame's message itself, so
+        # a frame skips Channels' two send wrappers on the per-token path, and a Generation needs no
+        # consumer (the relay can be driven, and tested, with any ASGI send callable).
         self.generation = Generation(self.base_send, self.owner, frame)
         self.generation.start()
 

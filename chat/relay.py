@@ -24,30 +24,22 @@ log = logging.getLogger(__name__)
 _tickers = weakref.WeakKeyDictionary()
 
 
-class Ticker:
-    """This event loop's shared clock: flushes coalesced text, times out stalls, caps concurrency."""
+class Slots:
+    """At most CHAT_MAX_CONCURRENT generations at once; the rest wait their turn, up to CHAT_QUEUE_TIMEOUT.
+
+    A finished generation hands its slot straight to the longest waiter rather than freeing it, so a
+    newcomer cannot take it between the two and make the waiter time out.
+    """
 
     def __init__(self, loop):
         self.loop = loop
-        self.active = set()  # every Generation running on this loop
-        self.pending = {}  # Generations with text waiting for their next frame (ordered)
-        self.waiters = []  # futures queued for a generation slot
-        self.slots = 0  # slots taken: running generations, and those a finished one handed its slot to
-        self.task = None
-
-    @classmethod
-    def get(cls):
-        """Return the running loop's ticker."""
-        loop = asyncio.get_running_loop()
-        ticker = _tickers.get(loop)
-        if ticker is None:
-            ticker = _tickers[loop] = cls(loop)
-        return ticker
+        self.taken = 0  # running generations, and waiters a finished one handed its slot to
+        self.waiters = []  # futures queued for a slot, oldest first
 
     async def acquire(self):
-        """Wait up to CHAT_QUEUE_TIMEOUT for a generation slot; return whether one was had."""
-        if self.slots < settings.CHAT_MAX_CONCURRENT and not self.waiters:
-            self.slots += 1
+        """Wait up to CHAT_QUEUE_TIMEOUT for a slot; return whether one was had."""
+        if self.taken < settings.CHAT_MAX_CONCURRENT and not self.waiters:
+            self.taken += 1
             return True
         waiter = self.loop.create_future()
         self.waiters.append(waiter)
@@ -60,21 +52,45 @@ class Ticker:
             if waiter in self.waiters:
                 self.waiters.remove(waiter)
 
+    def release(self):
+        """Hand the slot to the longest-waiting request, or free it."""
+        while self.waiters:
+            waiter = self.waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.taken -= 1
+
+
+class Ticker:
+    """This event loop's shared clock: flushes coalesced text and times out stalls."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.active = set()  # every Generation running on this loop
+        self.pending = {}  # Generations with text waiting for their next frame (ordered)
+        self.slots = Slots(loop)
+        self.task = None
+
+    @classmethod
+    def get(cls):
+        """Return the running loop's ticker."""
+        loop = asyncio.get_running_loop()
+        ticker = _tickers.get(loop)
+        if ticker is None:
+            ticker = _tickers[loop] = cls(loop)
+        return ticker
+
     def add(self, generation):
         """Register a running generation with the ticker."""
         self.active.add(generation)
         self._wake()
 
     def discard(self, generation):
-        """Forget a finished generation and hand its slot to the longest-waiting request, if any."""
+        """Forget a finished generation and give up its slot."""
         self.active.discard(generation)
         self.pending.pop(generation, None)
-        while self.waiters:
-            waiter = self.waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.slots -= 1
+        self.slots.release()
 
     def wait_flush(self, generation):
         """Queue a generation's text for the next tick."""
@@ -165,7 +181,7 @@ class Generation:
         self.ticker = Ticker.get()
         loop = self.ticker.loop
         self.started = self.sent_at = self.last_read = loop.time()
-        if not await self.ticker.acquire():
+        if not await self.ticker.slots.acquire():
             return await self.refuse("busy", "The server is at capacity; try again in a moment.")
         self.ticker.add(self)
         error = None

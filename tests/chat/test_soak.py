@@ -111,7 +111,7 @@ async def test_it_leaves_one_record_per_request_and_nothing_open(settings, use_m
             assert await record.__class__.objects.filter(pk=record.pk, abandonment__reason="stop").aexists()
 
     # No task left running, no upstream stream left open, no pooled connection left busy.
-    assert use_mock.wait_idle(5)
+    assert await use_mock.await_idle(5)
     assert not Ticker.get().active
     leftover = [t for t in asyncio.all_tasks() if "Generation.run" in repr(t.get_coro()) and not t.done()]
     assert leftover == []

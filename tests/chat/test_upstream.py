@@ -130,7 +130,7 @@ async def test_it_closes_the_upstream_when_stopped_mid_stream(alice_session, set
     done = frames[-1]
     assert done["status"] == "stopped"
     # The upstream saw its connection closed early, well before its 200 tokens were sent.
-    assert use_mock.wait_idle(2)
+    assert await use_mock.await_idle(2)
     entry = only_log(use_mock)
     assert entry["status"] == "closed_early" and entry["tokens_sent"] < 100
     assert use_mock.stats()["closed_early"] == 1
@@ -153,7 +153,7 @@ async def test_it_closes_the_upstream_when_the_socket_closes(alice_session, sett
     assert (await ws.receive_json_from(timeout=5))["type"] == "start"
     assert (await ws.receive_json_from(timeout=5))["type"] == "delta"
     await ws.disconnect()
-    assert use_mock.wait_idle(2)
+    assert await use_mock.await_idle(2)
     assert only_log(use_mock)["status"] == "closed_early"
     record = await UsageRecord.objects.select_related("abandonment", "message").aget()
     assert record.status == "disconnected" and record.abandonment.reason == "disconnect"
@@ -171,7 +171,7 @@ async def test_it_closes_the_upstream_when_stopped_before_the_first_token(alice_
     await ws.send_json_to({"type": "stop"})
     done = (await receive_until_done(ws))[-1]
     assert done["status"] == "stopped" and done["ttft_ms"] is None
-    assert use_mock.wait_idle(2)
+    assert await use_mock.await_idle(2)
     assert only_log(use_mock)["status"] == "closed_early"
     record = await UsageRecord.objects.select_related("abandonment").aget()
     assert record.abandonment.phase == "before_first_token"

@@ -1,10 +1,11 @@
 """A seeded soak: 300 generations over 30 sockets against the mock, with a random mix of faults,
 stops and disconnects. Every request leaves exactly one record, nothing is left running or open
-upstream, and the tokens in the records add up to what the mock says it sent.
+upstream, a finished reply is billed exactly what the mock sent, and a reply cut short (stop,
+disconnect, a mid-stream fault) exactly what the relay read and stored, never more than was sent.
 
-Tolerance, stated: a reply cut short (stop, disconnect, a mid-stream fault) is billed for the tokens
-the relay read; the mock may have written a few more that were still in flight when the connection
-closed. Each such reply may differ by at most IN_FLIGHT tokens, and never the other way round.
+How many tokens were still in flight when a reply was cut short depends on how long the event loop
+was busy elsewhere, which is the machine's load, not the relay's correctness: bench/soak.py
+reports it; this test does not bound it.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from billing.models import UsageRecord
+from chat.models import Message
 from chat.providers.http import client
 from chat.relay import Ticker
 from tests.conftest import connect, new_session
@@ -24,7 +26,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.soak]
 
 SEED = 20261126
 SOCKETS, PER_SOCKET = 30, 10
-IN_FLIGHT = 5
 OPENAI, ANTHROPIC = "mock/gpt-4.1-mini", "mockanthropic/claude-haiku-4-5"
 FAULTS = ["429x1+retry_after=0.05", "500x1", "503x1", "400", "stall_first", "stall_mid", "drop_mid",
           "malformed", "error_mid", "no_usage", "no_done"]
@@ -120,18 +121,15 @@ async def test_it_leaves_one_record_per_request_and_nothing_open(settings, use_m
     assert all(c.is_idle() or c.is_closed() for c in pooled)
     assert use_mock.stats(log=False)["connections"] - connections_before <= len(pooled)
 
-    # Tokens billed add up to what the mock sent (exact for finished replies, within IN_FLIGHT when cut short).
+    # Tokens billed: what the mock sent for a finished reply; what was read and stored for one cut short.
     sent = defaultdict(int)
     for entry in use_mock.stats()["log"]:
         sent[entry["tag"]] += entry["tokens_sent"]
-    billed_total = sent_total = 0
+    texts = {m.pk: m.content async for m in Message.objects.filter(pk__in=list(records))}
     for tag, o in outcomes.items():
         record = records[o["message"]]
-        billed_total += record.completion_tokens
-        sent_total += sent[tag]
         if record.status == "completed":
             assert record.completion_tokens == sent[tag], (tag, record.model)
         else:
-            assert 0 <= sent[tag] - record.completion_tokens <= IN_FLIGHT, (tag, record.model, record.status)
-    cut_short = sum(r.status != "completed" for r in records.values())
-    assert billed_total <= sent_total <= billed_total + IN_FLIGHT * cut_short
+            stored = len(texts[o["message"]].split())
+            assert record.completion_tokens == stored <= sent[tag], (tag, record.model, record.status)

@@ -83,18 +83,14 @@ def following(start, kind):
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
-    list_display = ("model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "effective_from", "in_force")
+    list_display = (
+        "model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "effective_from",
+        "in_force",
+    )
     list_filter = ("model",)
     search_fields = ("model",)
     date_hierarchy = "effective_from"
     ordering = ("model", "-effective_from")
-
-    def get_form(self, request, obj=None, **kwargs):
-        kwargs.setdefault("help_texts", {})["effective_from"] = (
-            "When this price starts. To change a price, add a new row with a new effective_from: "
-            "records keep the price that was in force when they started, and history stays visible here."
-        )
-        return super().get_form(request, obj, **kwargs)
 
     @admin.display(boolean=True, description="in force now")
     def in_force(self, price):

@@ -48,7 +48,17 @@ class ModelPrice(models.Model):
         "cached input $/Mtok", max_digits=14, decimal_places=6, null=True, blank=True,
         help_text="Leave empty to charge cached input at the input rate.",
     )
-    effective_from = models.DateTimeField(default=timezone.now)
+    cache_write_per_mtok = models.DecimalField(
+        "cache write $/Mtok", max_digits=14, decimal_places=6, null=True, blank=True,
+        help_text="Prompt tokens written to the cache (Anthropic: 1.25x input). Leave empty for the input rate.",
+    )
+    effective_from = models.DateTimeField(
+        default=timezone.now,
+        help_text=(
+            "When this price starts. To change a price, add a new row with a new effective_from: "
+            "records keep the price that was in force when they started, and history stays visible here."
+        ),
+    )
 
     objects = ModelPriceQuerySet.as_manager()
 
@@ -59,13 +69,16 @@ class ModelPrice(models.Model):
     def __str__(self):
         return f"{self.model} from {self.effective_from:%Y-%m-%d}"
 
-    def cost(self, prompt_tokens, completion_tokens, cached_tokens=0):
-        """Return the exact USD cost of a request; cached input tokens are part of prompt_tokens."""
+    def cost(self, prompt_tokens, completion_tokens, cached_tokens=0, cache_write_tokens=0):
+        """Return the exact USD cost of a request; cache reads and writes are parts of prompt_tokens."""
         cached = min(cached_tokens or 0, prompt_tokens)
+        written = min(cache_write_tokens or 0, prompt_tokens - cached)
         cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        write_rate = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
         total = (
-            (prompt_tokens - cached) * self.input_per_mtok
+            (prompt_tokens - cached - written) * self.input_per_mtok
             + cached * cached_rate
+            + written * write_rate
             + completion_tokens * self.output_per_mtok
         ) / MILLION
         return total.quantize(COST_PLACES)
@@ -108,10 +121,15 @@ class UsageRecord(models.Model):
     finish_reason = models.CharField(max_length=40, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
-    cached_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0, help_text="prompt tokens read from the cache")
+    cache_write_tokens = models.PositiveIntegerField(default=0, help_text="prompt tokens written to the cache")
     estimated = models.BooleanField(default=False, help_text="the upstream reported no usage: tokens are estimated")
     price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    upstream_cost_usd = models.DecimalField(
+        max_digits=20, decimal_places=10, null=True, blank=True,
+        help_text="the cost the upstream reported (LiteLLM's, OpenRouter's usage.cost), kept beside ours",
+    )
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
     retries = models.PositiveSmallIntegerField(default=0)
@@ -150,7 +168,9 @@ class UsageRecord(models.Model):
         record = cls(**fields)
         record.price = ModelPrice.objects.in_force(record.model, record.started)
         if record.price is not None:
-            record.cost_usd = record.price.cost(record.prompt_tokens, record.completion_tokens, record.cached_tokens)
+            record.cost_usd = record.price.cost(
+                record.prompt_tokens, record.completion_tokens, record.cached_tokens, record.cache_write_tokens
+            )
         with transaction.atomic(savepoint=False):  # inside the caller's transaction, if any
             record.save()
             if abandonment is not None:

@@ -81,11 +81,11 @@ def group_keys(by, prefix=""):
     raise ValueError(f"--by must be one of {', '.join(GROUPS)}; got {by!r}.")
 
 
-def cost_sum():
-    """Return an exact sum of cost_usd: numeric on PostgreSQL, integer 1e-10 units elsewhere."""
+def cost_sum(field="cost_usd"):
+    """Return an exact sum of a cost field: numeric on PostgreSQL, integer 1e-10 units elsewhere."""
     if connection.vendor == "postgresql":
-        return Sum("cost_usd")
-    return Sum(CostUnits("cost_usd"))
+        return Sum(field)
+    return Sum(CostUnits(field))
 
 
 def sums():
@@ -192,3 +192,28 @@ def row(name, group):
         "ttft_p50_ms": nearest_rank(histogram, 50),
         "ttft_p95_ms": nearest_rank(histogram, 95),
     }
+
+
+RECONCILE_COLUMNS = ["model", "requests", "cost_usd", "upstream_cost_usd", "difference_pct"]
+
+
+def reconcile(start=None, end=None, tolerance=Decimal("0.01")):
+    """Return, per model, our cost and the upstream's over the records where the upstream reported one.
+
+    Each row says whether the two differ by more than `tolerance` (1 %) of the upstream's figure.
+    """
+    records = records_between(start, end).filter(upstream_cost_usd__isnull=False, cost_usd__isnull=False)
+    found = records.values("model").annotate(
+        requests=Count("id"), ours=cost_sum(), theirs=cost_sum("upstream_cost_usd")
+    ).order_by("model")
+    rows = []
+    for values in found:
+        ours, theirs = as_cost(values["ours"]), as_cost(values["theirs"])
+        difference = (ours - theirs) / theirs if theirs else (Decimal(0) if ours == theirs else None)
+        rows.append({
+            "model": values["model"], "requests": values["requests"],
+            "cost_usd": f"{ours:.10f}", "upstream_cost_usd": f"{theirs:.10f}",
+            "difference_pct": None if difference is None else f"{difference * 100:.2f}",
+            "differs": difference is None or abs(difference) > tolerance,
+        })
+    return rows

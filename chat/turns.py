@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import AbandonmentEvent, UsageRecord
+from billing.models import COST_PLACES, AbandonmentEvent, UsageRecord
 from chat import limits, markdown
 from chat.limits import Refused
 from chat.models import Conversation, Message
@@ -100,6 +100,11 @@ def usage_of(call, failed):
     return call.estimated_usage(), True
 
 
+def upstream_cost(usage):
+    """Return the upstream's reported cost rounded to the record's 10 places, or None when it gave none."""
+    return None if usage.cost is None else usage.cost.quantize(COST_PLACES)
+
+
 @database_sync_to_async
 def finish(turn, outcome):
     """Store the reply, write its one usage record (and abandonment event); return the `done` frame."""
@@ -131,7 +136,8 @@ def finish(turn, outcome):
             conversation_id=turn.conversation_id, message_id=turn.message_id,
             model=call.model, upstream_model=call.upstream_model, streamed=call.stream, status=record_status,
             finish_reason=call.finish_reason, prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens, estimated=estimated,
+            completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens, upstream_cost_usd=upstream_cost(usage), estimated=estimated,
             ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms, retries=call.retries,
             history_dropped=turn.history_dropped, error=outcome.error, started=turn.started, finished=now,
         )

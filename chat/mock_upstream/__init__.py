@@ -11,7 +11,10 @@ Endpoints: POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /mo
 Per-request options ride in the model name, `gpt-4.1-mini+ttft=200+gap=5+tokens=30`:
     ttft, gap      milliseconds to the first token, and between tokens
     tokens         length of a generated reply (a canned reply has its own length)
-    cached         cached prompt tokens to report
+    cached         cached prompt tokens to report (cache reads)
+    cache_write    prompt tokens reported as written to the cache (Anthropic's cache_creation_input_tokens,
+                   OpenRouter's prompt_tokens_details.cache_write_tokens)
+    cost           a cost in USD to report as `usage.cost`, as LiteLLM and OpenRouter do
     reply          `xss` or `markdown`: a canned reply instead of generated words
     fault          429, 500, 503, 400, 401 (always), 429x2, 500x1, 502x1, 503x1, 504x1 (the first
                    N attempts of the same request body), drop_before, stall_first, stall_mid,
@@ -45,15 +48,15 @@ __all__ = [
 class Record:
     """One generation request, as the log reports it."""
 
-    __slots__ = ("id", "path", "model", "fault", "stream", "prompt_tokens", "tokens_sent", "tag",
-                 "first_token_at", "status", "http_status", "ended_at", "words")
+    __slots__ = ("id", "path", "model", "fault", "stream", "prompt_tokens", "cached", "cache_write", "tokens_sent",
+                 "tag", "first_token_at", "status", "http_status", "ended_at", "words")
     FIELDS = __slots__[:-1]
 
     def __init__(self, id, path):
         self.id, self.path = id, path
         self.model = self.fault = self.tag = ""
         self.stream = False
-        self.prompt_tokens = self.tokens_sent = 0
+        self.prompt_tokens = self.cached = self.cache_write = self.tokens_sent = 0
         self.first_token_at = self.ended_at = None  # ended_at: time.time() when it ended, by either side
         self.status, self.http_status = "open", 0
         self.words = ()  # the reply's tokens, of which the first `tokens_sent` were written

@@ -26,8 +26,8 @@ CANNED = {
     ),
 }
 DATE_SUFFIX = "-2025-04-14"
-OPTIONS = {"ttft": float, "gap": float, "tokens": int, "cached": int, "reply": str, "fault": str,
-           "after": int, "retry_after": float}
+OPTIONS = {"ttft": float, "gap": float, "tokens": int, "cached": int, "cache_write": int, "cost": float,
+           "reply": str, "fault": str, "after": int, "retry_after": float}
 STATUS_FAULT = re.compile(r"(400|401|429|500|502|503|504)(?:x(\d+))?")
 FAULTS = {"drop_before", "stall_first", "stall_mid", "drop_mid", "malformed", "error_mid", "no_usage", "no_done"}
 
@@ -59,6 +59,8 @@ class Plan:
         chars = sum(len(text_of(m.get("content"))) for m in messages) + len(text_of(payload.get("system")))
         self.prompt_tokens = max(1, math.ceil(chars / 4))
         self.cached = min(max(0, opts.get("cached", mock.cached)), self.prompt_tokens)
+        self.cache_write = min(max(0, opts.get("cache_write", 0)), self.prompt_tokens - self.cached)
+        self.cost = opts.get("cost")  # the upstream's own figure, as LiteLLM and OpenRouter report it
         users = [m for m in messages if m.get("role") == "user"]
         self.tag = text_of(users[-1].get("content")) if users else ""
         limit = payload.get("max_tokens") if api == "anthropic" else (
@@ -87,13 +89,18 @@ class Plan:
     def usage(self, sent):
         """Return the protocol's usage object for a reply of `sent` tokens."""
         if self.api == "openai":
-            return {"prompt_tokens": self.prompt_tokens, "completion_tokens": sent,
-                    "total_tokens": self.prompt_tokens + sent,
-                    "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
-                    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
-        usage = {"input_tokens": self.prompt_tokens - self.cached, "output_tokens": sent}
-        if self.cached:
-            usage.update(cache_read_input_tokens=self.cached, cache_creation_input_tokens=0)
+            details = {"cached_tokens": self.cached, "audio_tokens": 0}
+            if self.cache_write:
+                details["cache_write_tokens"] = self.cache_write  # OpenRouter's name for cache writes
+            usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": sent,
+                     "total_tokens": self.prompt_tokens + sent, "prompt_tokens_details": details,
+                     "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
+            if self.cost is not None:
+                usage["cost"] = self.cost
+        else:
+            usage = {"input_tokens": self.prompt_tokens - self.cached - self.cache_write, "output_tokens": sent}
+            if self.cached or self.cache_write:
+                usage.update(cache_read_input_tokens=self.cached, cache_creation_input_tokens=self.cache_write)
         return usage
 
 

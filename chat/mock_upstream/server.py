@@ -268,6 +268,7 @@ class Connection(asyncio.Protocol):
             return self.fail(record, api, 400, str(exc) if isinstance(exc, BadRequest) else "The body is not JSON.")
         record.fault, record.stream, record.tag = plan.fault, plan.stream, plan.tag
         record.prompt_tokens, record.words = plan.prompt_tokens, plan.words
+        record.cached, record.cache_write = plan.cached, plan.cache_write
         status_fault = STATUS_FAULT.fullmatch(plan.fault)
         if status_fault and mock.should_fail(body, status_fault.group(2)):
             status = int(status_fault.group(1))

@@ -7,6 +7,7 @@ upstream refuses or fails. The relay knows nothing else about OpenAI, Anthropic 
 """
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.conf import settings
 
@@ -16,6 +17,8 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0  # a part of prompt_tokens, priced at the cached rate
+    cache_write_tokens: int = 0  # a part of prompt_tokens written to the cache, priced at the cache-write rate
+    cost: Decimal | None = None  # what the upstream says the request cost (LiteLLM's, OpenRouter's usage.cost)
 
 
 @dataclass(slots=True)
@@ -53,7 +56,10 @@ class Call:
     def estimated_usage(self):
         """Return usage estimated from what was sent and received."""
         usage = self.usage or Usage(prompt_tokens=self.prompt_estimate())
-        return Usage(usage.prompt_tokens, max(usage.completion_tokens, self.pieces), usage.cached_tokens)
+        return Usage(
+            usage.prompt_tokens, max(usage.completion_tokens, self.pieces), usage.cached_tokens,
+            usage.cache_write_tokens,
+        )
 
 
 class UpstreamError(Exception):

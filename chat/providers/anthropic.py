@@ -67,7 +67,8 @@ def read_event(call, event):
         call.upstream_model = message.get("model") or ""
         usage = message.get("usage") or {}
         # output_tokens here is a placeholder (often 1): only message_delta's count is real.
-        call.usage = Usage(prompt_tokens=input_tokens(usage), cached_tokens=usage.get("cache_read_input_tokens") or 0)
+        call.usage = Usage(prompt_tokens=input_tokens(usage))
+        read_cache(call.usage, usage)
         call.usage_partial = True
     elif kind == "message_delta":
         usage = data.get("usage") or {}
@@ -75,6 +76,7 @@ def read_event(call, event):
             call.usage = Usage()
         if "input_tokens" in usage:  # cumulative, like output_tokens: assign, never add
             call.usage.prompt_tokens = input_tokens(usage)
+            read_cache(call.usage, usage)
         if "output_tokens" in usage:
             call.usage.completion_tokens = int(usage["output_tokens"] or 0)
             call.usage_partial = False
@@ -98,6 +100,18 @@ def input_tokens(usage):
     )
 
 
+def read_cache(into, usage):
+    """Set the cache reads and writes that an Anthropic usage object reports (both are part of the prompt).
+
+    Writes for a 1-hour cache are priced at the one cache-write rate (LiteLLM's 5-minute rate): chatsite sends no
+    cache_control, so writes only come from a gateway's own caching.
+    """
+    if "cache_read_input_tokens" in usage:
+        into.cached_tokens = int(usage["cache_read_input_tokens"] or 0)
+    if "cache_creation_input_tokens" in usage:
+        into.cache_write_tokens = int(usage["cache_creation_input_tokens"] or 0)
+
+
 def read_message(call, body, status):
     """Record a non-streamed message's usage on `call`; return its text."""
     try:
@@ -109,10 +123,7 @@ def read_message(call, body, status):
     usage = message.get("usage") or {}
     call.upstream_model = message.get("model") or ""
     call.finish_reason = message.get("stop_reason") or "end_turn"
-    call.usage = Usage(
-        prompt_tokens=input_tokens(usage),
-        completion_tokens=int(usage.get("output_tokens") or 0),
-        cached_tokens=int(usage.get("cache_read_input_tokens") or 0),
-    )
+    call.usage = Usage(prompt_tokens=input_tokens(usage), completion_tokens=int(usage.get("output_tokens") or 0))
+    read_cache(call.usage, usage)
     call.pieces = 1 if text else 0
     return text

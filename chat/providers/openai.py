@@ -1,6 +1,7 @@
 """OpenAI-compatible chat completions: OpenAI, vLLM, Ollama, llama.cpp, DeepSeek, gateways."""
 
 import json
+from decimal import Decimal, InvalidOperation
 
 from chat.providers import UpstreamError, Usage
 from chat.providers.http import error_message, post
@@ -86,10 +87,23 @@ def read_completion(call, body, status):
 
 
 def read_usage(usage):
-    """Return the Usage in an OpenAI usage object; cached tokens are part of the prompt tokens."""
+    """Return the Usage in an OpenAI usage object; cached and cache-write tokens are part of the prompt tokens."""
     details = usage.get("prompt_tokens_details") or {}
     return Usage(
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         cached_tokens=int(details.get("cached_tokens") or 0),
+        cache_write_tokens=int(details.get("cache_write_tokens") or 0),
+        cost=reported_cost(usage.get("cost")),
     )
+
+
+def reported_cost(value):
+    """Return the upstream's `usage.cost` (LiteLLM, OpenRouter) as a Decimal, or None when absent or not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        cost = Decimal(str(value))
+    except InvalidOperation:
+        return None  # a gateway's odd figure is no reason to lose the reply; our own cost stands
+    return cost if cost.is_finite() and 0 <= cost < 10**9 else None  # what the record's field can hold

@@ -77,9 +77,10 @@ def test_it_converts_per_token_costs_exactly(tmp_path):
                     '"litellm_provider": "acme", "mode": "chat"}}')
     output = run(path, "-v", "2")
     assert rates(latest("acme/tiny")) == (Decimal("0.012345"), Decimal("0.003"), None)
-    # The table keeps six places per million: a rate it would round is skipped, never stored rounded.
-    assert "skipped: finer (0.0123456" in output
-    assert latest("acme/finer") is None
+    # The table keeps six places per million: a finer rate is stored rounded (half to even) and reported.
+    assert rates(latest("acme/finer")) == (Decimal("0.012346"), Decimal("0.003"), None)
+    assert "Rounded 1 rates to 6 decimal places" in output
+    assert "  rounded: finer 0.0123456 -> 0.012346 $/Mtok" in output
 
 
 def test_it_imports_a_csv(tmp_path):
@@ -122,3 +123,88 @@ def test_it_names_the_line_of_a_bad_csv_row(tmp_path, line, message):
     with pytest.raises(CommandError, match=f"bad.csv:3: {message}"):
         run(path)
     assert not ModelPrice.objects.filter(model="acme/ok").exists()
+
+
+COLLIDING = """{
+  "gemini-exp-1206": {"input_cost_per_token": 1e-06, "output_cost_per_token": 4e-06,
+                      "litellm_provider": "gemini", "mode": "chat"},
+  "gemini/gemini-exp-1206": {"input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06,
+                             "litellm_provider": "gemini", "mode": "chat"},
+  "acme/twin": {"input_cost_per_token": 3e-06, "output_cost_per_token": 1e-05,
+                "litellm_provider": "acme", "mode": "chat"},
+  "acme/twin-again": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06,
+                      "litellm_provider": "acme", "mode": "chat"},
+  "twin": {"input_cost_per_token": 5e-06, "output_cost_per_token": 5e-06, "litellm_provider": "acme", "mode": "chat"},
+  "claude-noisy": {"input_cost_per_token": 2.99999000000000020e-06, "output_cost_per_token": 1.5e-05,
+                   "cache_read_input_token_cost": 3e-07, "cache_creation_input_token_cost": 3.75e-06,
+                   "litellm_provider": "anthropic", "mode": "chat"}
+}"""
+
+
+def snapshot():
+    return sorted(ModelPrice.objects.values_list(
+        "model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "effective_from",
+    ))
+
+
+def test_it_imports_a_file_with_colliding_keys_twice_and_changes_nothing_the_second_time(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text(COLLIDING)
+    first = run(path)
+    assert "Added 4, changed 0, unchanged 0, skipped 0." in first
+    # The key that spells the id wins over one the provider was prefixed to, wherever it is in the file.
+    assert "Collision: gemini/gemini-exp-1206 is named by gemini/gemini-exp-1206 (used) and gemini-exp-1206" in first
+    assert "Collision: acme/twin is named by acme/twin (used) and twin (ignored)." in first
+    assert rates(latest("gemini/gemini-exp-1206")) == (Decimal("2"), Decimal("8"), None)
+    assert rates(latest("acme/twin")) == (Decimal("3"), Decimal("10"), None)
+    before = snapshot()
+    second = run(path)
+    assert "Added 0, changed 0, unchanged 4, skipped 0." in second
+    assert snapshot() == before
+
+
+def test_it_rounds_float_noise_and_reads_the_cache_write_rate(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text(COLLIDING)
+    output = run(path, "-v", "2")
+    noisy = latest("anthropic/claude-noisy")
+    assert (noisy.input_per_mtok, noisy.cached_input_per_mtok, noisy.cache_write_per_mtok) == (
+        Decimal("2.99999"), Decimal("0.3"), Decimal("3.75"),
+    )
+    assert "  rounded: claude-noisy 2.9999900000000002 -> 2.99999 $/Mtok" in output
+
+
+def test_it_imports_only_configured_or_priced_models(tmp_path, settings):
+    settings.CHAT_MODELS = ["demo/assistant", "acme/twin"]
+    path = tmp_path / "prices.json"
+    path.write_text(COLLIDING.replace('"claude-noisy"', '"claude-3-5-haiku"'))
+    output = run(path, "--only-configured", "-v", "2")
+    # acme/twin is configured; anthropic/claude-3-5-haiku is priced already (a default row); the rest are left out.
+    assert "Added 1, changed 1, unchanged 0, skipped 0." in output
+    assert "Left out 2 models neither configured nor priced" in output
+    assert "  added: acme/twin" in output and "  changed: anthropic/claude-3-5-haiku" in output
+    assert not ModelPrice.objects.filter(model__startswith="gemini/gemini-exp").exists()
+
+
+def test_it_changes_nothing_in_a_dry_run(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text(COLLIDING)
+    before = snapshot()
+    output = run(path, "--dry-run")
+    assert "Dry run, nothing saved: would have added 4, changed 0" in output
+    assert snapshot() == before
+
+
+def test_it_reads_a_csv_header_with_a_cache_write_column(tmp_path):
+    path = tmp_path / "prices.csv"
+    path.write_text(
+        "model,input_per_mtok,output_per_mtok,cached_input_per_mtok,cache_write_per_mtok\n"
+        "acme/cachey,3,15,0.3,3.75\n"
+        "acme/plain,1,2,,\n"
+    )
+    assert "Added 2," in run(path)
+    assert latest("acme/cachey").cache_write_per_mtok == Decimal("3.75")
+    assert latest("acme/plain").cache_write_per_mtok is None
+    with pytest.raises(CommandError, match="the header must be model,input_per_mtok"):
+        path.write_text("model,input_per_mtok,output_per_mtok,cached_input_per_mtok,surprise\n")
+        run(path)

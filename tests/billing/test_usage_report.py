@@ -147,3 +147,22 @@ def test_it_refuses_bad_arguments(args, message):
 def test_it_refuses_an_unknown_grouping():
     with pytest.raises(CommandError):
         run("--by", "planet")
+
+
+def test_it_lists_the_models_whose_upstream_cost_differs_by_more_than_one_percent():
+    # gpt-4.1-mini at 0.40/1.60: 100 prompt + 50 completion tokens cost 0.00012 each.
+    make_record(upstream_cost_usd=Decimal("0.00012"))
+    make_record(upstream_cost_usd=Decimal("0.000121"))  # 0.4 % apart over the two: agrees
+    make_record(model="openai/gpt-4.1", upstream_cost_usd=Decimal("0.0006"))  # ours 0.0006: agrees
+    make_record(model="openai/gpt-4.1", upstream_cost_usd=Decimal("0.0007"))  # over both: 7.7 % apart
+    make_record(model="openai/gpt-4o")  # no upstream figure: not compared
+    out = StringIO()
+    call_command("usage_report", "--reconcile", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "2 models with an upstream-reported cost; 1 differ from ours by more than 1 %."
+    assert lines[1:] == ["  openai/gpt-4.1: ours 0.0012000000, upstream 0.0013000000 (-7.69 %) over 2 requests"]
+    out = StringIO()
+    call_command("usage_report", "--reconcile", "--format", "json", stdout=out)
+    mini = json.loads(out.getvalue())[1]
+    assert mini == {"model": "openai/gpt-4.1-mini", "requests": 2, "cost_usd": "0.0002400000",
+                    "upstream_cost_usd": "0.0002410000", "difference_pct": "-0.41", "differs": False}

@@ -17,12 +17,18 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, help="the last N days (instead of --since/--until)")
         parser.add_argument("--by", default="model", choices=reports.GROUPS, help="grouping (default model)")
         parser.add_argument("--format", default="table", choices=FORMATS, help="output format (default table)")
+        parser.add_argument(
+            "--reconcile", action="store_true",
+            help="compare our cost with the upstream's reported cost per model; list those more than 1%% apart",
+        )
 
-    def handle(self, *args, since, until, days, by, format, **options):
+    def handle(self, *args, since, until, days, by, format, reconcile, **options):
         try:
             start, end = reports.period(since=since, until=until, days=days)
         except ValueError as e:
             raise CommandError(str(e)) from None
+        if reconcile:
+            return self.write_reconciliation(reports.reconcile(start, end), format)
         rows, total = reports.usage_report(by, start, end, with_total=format == "table")
         if format == "json":
             self.write_json(rows)
@@ -30,6 +36,24 @@ class Command(BaseCommand):
             self.write_csv(rows)
         else:
             self.write_table(by, rows, total)
+
+    def write_reconciliation(self, rows, format):
+        """Write every model's two costs (JSON, CSV), or as a table only the models more than 1 % apart."""
+        if format == "json":
+            return self.stdout.write(json.dumps(rows, indent=2))
+        if format == "csv":
+            writer = csv.DictWriter(self.stdout, fieldnames=[*reports.RECONCILE_COLUMNS, "differs"], lineterminator="\n")
+            writer.writeheader()
+            return writer.writerows(rows)
+        apart = [r for r in rows if r["differs"]]
+        self.stdout.write(
+            f"{len(rows)} models with an upstream-reported cost; {len(apart)} differ from ours by more than 1 %."
+        )
+        for r in apart:
+            self.stdout.write(
+                f"  {r['model']}: ours {r['cost_usd']}, upstream {r['upstream_cost_usd']} "
+                f"({r['difference_pct'] or 'n/a'} %) over {r['requests']} requests"
+            )
 
     def write_json(self, rows):
         """Write the rows as a JSON list (costs are strings, exact to 10 places)."""

@@ -103,6 +103,12 @@ class UsageRecord(models.Model):
         DISCONNECTED = "disconnected"
         FAILED = "failed"
 
+    class Channel(models.TextChoices):
+        CHAT = "chat"
+        API = "api"
+        BATCH = "batch"
+        BENCH = "bench"
+
     request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
@@ -117,6 +123,10 @@ class UsageRecord(models.Model):
     model = models.CharField(max_length=200, help_text="the model id the operator configured")
     upstream_model = models.CharField(max_length=200, blank=True, help_text="the model id the upstream reported")
     streamed = models.BooleanField(default=True)
+    channel = models.CharField(
+        max_length=16, choices=Channel.choices, default=Channel.CHAT, db_index=True,
+        help_text="where the request came from: the chat page, the API, a batch or a benchmark",
+    )
     status = models.CharField(max_length=16, choices=Status.choices)
     finish_reason = models.CharField(max_length=40, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -64,3 +64,19 @@ def check_limits(app_configs, **kwargs):
             )
         )
     return problems
+
+
+@register(deploy=True)
+def check_static_files(app_configs, **kwargs):
+    """Check that `collectstatic` has run, so static files have hashed names and far-future caching."""
+    from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
+
+    if isinstance(staticfiles_storage, ManifestFilesMixin) and not staticfiles_storage.hashed_files:
+        return [
+            Warning(
+                "Static files are served under their plain names, with a short cache lifetime.",
+                hint=f"Run `manage.py collectstatic --noinput` (into STATIC_ROOT={settings.STATIC_ROOT}).",
+                id="chat.W005",
+            )
+        ]
+    return []

@@ -23,11 +23,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         session = self.scope.get("session")
         session_key = session.session_key if session is not None else None
+        await self.accept()  # before closing, so the browser sees the close code, not a failed handshake (1006)
         if not session_key and not (user is not None and user.is_authenticated):
             await self.close(code=NO_SESSION)
             return
         self.owner = Owner(user, session_key or "")
-        await self.accept()
 
     async def receive(self, text_data=None, bytes_data=None):
         """Called with each frame from the browser: start a reply, or stop the one in flight."""

@@ -1,10 +1,71 @@
-"""The websocket's identity: its session and user, read once when the socket opens."""
+"""The websocket's gatekeepers: its Host and Origin, then its session and user, read once when it opens."""
 
 from importlib import import_module
+from urllib.parse import urlsplit
 
 from channels.auth import get_user
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.cookie import parse_cookie
+from django.http.request import split_domain_port, validate_host
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url):
+    """Return (scheme, host, port) of an origin or URL, the default port filled in; None when it is not one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port
+
+
+class SameOriginMiddleware:
+    """Refuse a socket whose Host is not in ALLOWED_HOSTS, or whose Origin is not the page's own.
+
+    As Django's CSRF check does for a POST: the Origin must match the socket's own scheme, host and
+    port (https when SECURE_PROXY_SSL_HEADER says the proxy took TLS), or be one of
+    CHAT_ALLOWED_ORIGINS. A refused socket is closed before it is accepted (HTTP 403).
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.allowed_origins = {origin_of(origin) for origin in settings.CHAT_ALLOWED_ORIGINS}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket" and not self.allowed(scope):
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.inner(scope, receive, send)
+
+    def allowed(self, scope):
+        headers = {}
+        for name, value in scope.get("headers", ()):
+            headers.setdefault(name, value.decode("latin-1"))
+        host = headers.get(b"host", "")
+        domain, _ = split_domain_port(host)
+        allowed_hosts = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not allowed_hosts:
+            allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+        if not domain or not validate_host(domain, allowed_hosts):
+            return False
+        origin = origin_of(headers.get(b"origin", ""))
+        if origin is None:
+            return False
+        return origin == origin_of(f"{self.scheme(scope, headers)}://{host}") or origin in self.allowed_origins
+
+    @staticmethod
+    def scheme(scope, headers):
+        """Return the page's scheme: the socket's own, or what the trusted proxy's header says."""
+        if settings.SECURE_PROXY_SSL_HEADER:
+            name, secure_value = settings.SECURE_PROXY_SSL_HEADER
+            value = headers.get(name.removeprefix("HTTP_").lower().replace("_", "-").encode())
+            if value is not None:
+                return "https" if value.split(",")[0].strip() == secure_value else "http"
+        return "https" if scope.get("scheme") == "wss" else "http"
 
 
 class SessionAuthMiddleware:

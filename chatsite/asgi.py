@@ -15,16 +15,14 @@ except ImproperlyConfigured as exc:  # one line naming the variable, not daphne'
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from chat.middleware import SessionAuthMiddleware  # noqa: E402
+from chat.middleware import SameOriginMiddleware, SessionAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # The page's few JS and CSS files are served here too, so plain `daphne` needs no front server.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(SessionAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        # Static files are served by ServeStatic's middleware inside Django, so plain daphne needs no front server.
+        "http": django_asgi_app,
+        "websocket": SameOriginMiddleware(SessionAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -84,6 +84,27 @@ def database(raw):
     return config
 
 
+def origins(raw):
+    """Return a comma-separated list of origins, each `scheme://host[:port]` with no path."""
+    from urllib.parse import urlsplit
+
+    found = _list(raw)
+    for origin in found:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise ValueError(f"{origin!r} is not an origin such as https://chat.example.com")
+    return found
+
+
+def header_pair(raw):
+    """Return a request header and its value from `HEADER,value` (`X-Forwarded-Proto,https`) in Django's form."""
+    name, _, value = (part.strip() for part in raw.partition(","))
+    if not name or not value:
+        raise ValueError("expected HEADER,value such as X-Forwarded-Proto,https")
+    name = name.upper().replace("-", "_")
+    return (name if name.startswith("HTTP_") else f"HTTP_{name}"), value
+
+
 def boolean(name, default):
     """Return a yes/no setting: 1/0, true/false, yes/no or on/off, in any case."""
     return read(name, default, _bool)

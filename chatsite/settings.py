@@ -23,7 +23,17 @@ if not SECRET_KEY:
     SECRET_KEY = "chatsite-insecure-development-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env.strings("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
-CSRF_TRUSTED_ORIGINS = env.strings("CSRF_TRUSTED_ORIGINS", [])
+# Behind a TLS-terminating proxy: what `manage.py check --deploy` asks for, all from the environment.
+CSRF_TRUSTED_ORIGINS = env.read("CSRF_TRUSTED_ORIGINS", [], env.origins)
+SECURE_PROXY_SSL_HEADER = env.read("SECURE_PROXY_SSL_HEADER", None, env.header_pair)
+SECURE_SSL_REDIRECT = env.boolean("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env.boolean("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env.boolean("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env.boolean("CSRF_COOKIE_SECURE", False)
+# Websocket origins allowed besides the page's own (same scheme, host and port as the socket).
+CHAT_ALLOWED_ORIGINS = env.read("CHAT_ALLOWED_ORIGINS", [], env.origins)
 
 INSTALLED_APPS = [
     "daphne",
@@ -32,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "servestatic",
     "django.contrib.staticfiles",
     "channels",
     "chat",
@@ -40,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -120,7 +132,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.string("STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+# Under DEBUG=0, after `collectstatic`: hashed, compressed names served with a far-future Cache-Control
+# by ServeStatic; before it, the plain names (and `check --deploy` says to run it).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+        else "chatsite.staticfiles.HashedStaticFilesStorage"
+    },
+}
+SERVESTATIC_USE_FINDERS = True  # the source files, for a process started before `collectstatic`
 
 LOGIN_URL = "/admin/login/"
 

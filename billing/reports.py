@@ -1,23 +1,24 @@
-"""Usage totals grouped by model, day, user or status, aggregated in the database."""
+"""Usage totals grouped by one or two of model, day, user, status and channel, aggregated in the database."""
 
 import math
-from datetime import datetime, time, timedelta
 from decimal import Decimal
 
-from django.db import connection
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import BigIntegerField, CharField, Count, F, Func, Q, Sum
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
 
 from billing.models import COST_PLACES, AbandonmentEvent, UsageRecord
 
-GROUPS = ("model", "day", "user", "status")
+GROUPS = ("model", "day", "user", "status", "channel")
 COLUMNS = [
     "group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "unpriced",
     "abandoned", "abandonment_rate", "ttft_p50_ms", "ttft_p95_ms",
+    "abandoned_before_first_token", "abandoned_streaming",
 ]
 COST_UNITS = 10**10  # cost_usd has 10 decimal places
+PHASES = {"abandoned_before_first_token": "before_first_token", "abandoned_streaming": "streaming"}
 
 
 class CostUnits(Func):
@@ -27,32 +28,12 @@ class CostUnits(Func):
     output_field = BigIntegerField()
 
 
-def parse_day(value, flag):
-    """Return the date in a YYYY-MM-DD string, or raise ValueError naming the flag."""
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").date()
-    except (TypeError, ValueError):
-        raise ValueError(f"{flag} must be a date like 2025-06-30; got {value!r}.") from None
-
-
-def period(since=None, until=None, days=None, now=None):
-    """Return the [start, end) datetimes for --since/--until (inclusive days) or --days N; None is open."""
-    if days is not None and (since or until):
-        raise ValueError("Use either --days or --since/--until, not both.")
-    tz = timezone.get_current_timezone()
-    if days is not None:
-        if days < 1:
-            raise ValueError(f"--days must be at least 1; got {days}.")
-        end = now or timezone.now()
-        return end - timedelta(days=days), end
-    start = end = None
-    if since:
-        start = datetime.combine(parse_day(since, "--since"), time.min, tz)
-    if until:
-        end = datetime.combine(parse_day(until, "--until") + timedelta(days=1), time.min, tz)
-    if start and end and start >= end:
-        raise ValueError(f"--since {since} is after --until {until}.")
-    return start, end
+def dimensions(by):
+    """Return the one or two groupings `by` names ("day,model" or a list), or raise ValueError."""
+    names = [name.strip() for name in by.split(",")] if isinstance(by, str) else list(by)
+    if not 1 <= len(names) <= 2 or len(set(names)) != len(names) or not set(names) <= set(GROUPS):
+        raise ValueError(f"--by takes one or two different groupings of {', '.join(GROUPS)}; got {by!r}.")
+    return names
 
 
 def started_between(start=None, end=None, prefix=""):
@@ -66,19 +47,26 @@ def records_between(start=None, end=None):
     return UsageRecord.objects.order_by().filter(**started_between(start, end))
 
 
+def day_of(field):
+    """Return the calendar day of a datetime field in the current time zone."""
+    if connection.vendor == "sqlite" and timezone.get_current_timezone_name() == "UTC":
+        # SQLite keeps UTC datetimes as ISO text: the first ten characters are the day, no function call per row.
+        return Substr(field, 1, 10, output_field=CharField())
+    return TruncDate(field, tzinfo=timezone.get_current_timezone())
+
+
 def group_keys(by, prefix=""):
-    """Return {alias: expression} naming a record's group for `by`; `prefix` reaches the record from a relation."""
-    if by in ("model", "status"):
-        return {"key": F(prefix + by)}
-    if by == "day":
-        if connection.vendor == "sqlite" and timezone.get_current_timezone_name() == "UTC":
-            # SQLite keeps UTC datetimes as ISO text: the first ten characters are the day, no function call per row.
-            return {"key": Substr(prefix + "started", 1, 10, output_field=CharField())}
-        return {"key": TruncDate(prefix + "started")}
-    if by == "user":
-        # Group along the (user, session_key) index; sessions sharing their first 8 characters merge afterwards.
-        return {"key": F(prefix + "user_id"), "session": F(prefix + "session_key")}
-    raise ValueError(f"--by must be one of {', '.join(GROUPS)}; got {by!r}.")
+    """Return {alias: expression} naming a record's group for each grouping; `prefix` reaches the record."""
+    keys = {}
+    for name in dimensions(by):
+        if name == "day":
+            keys["g_day"] = day_of(prefix + "started")
+        elif name == "user":
+            # Group along the (user, session_key) index; sessions sharing their first 8 characters merge afterwards.
+            keys["g_user"], keys["g_session"] = F(prefix + "user_id"), F(prefix + "session_key")
+        else:
+            keys[f"g_{name}"] = F(prefix + name)
+    return keys
 
 
 def cost_sum(field="cost_usd"):
@@ -99,27 +87,37 @@ def sums():
     }
 
 
+def abandonment_counts():
+    """Return the aggregates of abandonment events: all of them, and each phase apart."""
+    counts = {"abandoned": Count("id")}
+    for column, phase in PHASES.items():
+        counts[column] = Count("id", filter=Q(phase=phase))
+    return counts
+
+
 def usage_report(by="model", start=None, end=None, with_total=False):
     """Return (rows, total row or None): requests, tokens, cost, abandonment and time to first token per group."""
-    keys = group_keys(by)
+    names = dimensions(by)
+    keys = group_keys(names)
     records = records_between(start, end)
-    grouped = records.annotate(**keys).values(*keys)  # no ORDER BY: rows are sorted by name below
-    found = list(grouped.annotate(**sums()))
-    name = group_namer(by, found)
+    found = list(records.annotate(**keys).values(*keys).annotate(**sums()))  # no ORDER BY: sorted below
+    namer = group_namer(names, found)
     groups = {}
     for values in found:
-        merge(groups.setdefault(name(values), {}), values)
-    events = AbandonmentEvent.objects.filter(**started_between(start, end, "record__"))
-    abandoned = events.annotate(**group_keys(by, "record__"))
-    for values in abandoned.values(*keys).annotate(abandoned=Count("id")).order_by():
-        merge(groups.setdefault(name(values), {}), values)
+        merge(groups.setdefault(namer(values), {}), values)
+    events = AbandonmentEvent.objects.order_by().filter(**started_between(start, end, "record__"))
+    for values in events.annotate(**group_keys(names, "record__")).values(*keys).annotate(**abandonment_counts()):
+        merge(groups.setdefault(namer(values), {}), values)
     # Percentiles come from each group's histogram of ttft_ms (a count per distinct millisecond value),
     # counted by the database: exact, and far fewer rows than records.
     timed = records.filter(ttft_ms__isnull=False).annotate(**keys).values(*keys, "ttft_ms")
-    for values in timed.annotate(n=Count("id")).order_by():
-        histogram = groups.setdefault(name(values), {}).setdefault("histogram", {})
+    for values in timed.annotate(n=Count("id")):
+        histogram = groups.setdefault(namer(values), {}).setdefault("histogram", {})
         histogram[values["ttft_ms"]] = histogram.get(values["ttft_ms"], 0) + values["n"]
-    rows = [row(group, figures) for group, figures in sorted(groups.items(), key=lambda item: str(item[0]))]
+    rows = [
+        {**row(" / ".join(group), figures), **dict(zip(names, group))}
+        for group, figures in sorted(groups.items(), key=lambda item: [str(part) for part in item[0]])
+    ]
     if not with_total or not rows:
         return rows, None
     total = {}
@@ -128,9 +126,12 @@ def usage_report(by="model", start=None, end=None, with_total=False):
     return rows, row("TOTAL", total)
 
 
+ADDED = ("requests", "prompt_tokens", "completion_tokens", "cost", "unpriced", "abandoned", *PHASES)
+
+
 def merge(into, values):
-    """Add one group's aggregates (sums, abandonment count, ttft histogram) into an accumulator."""
-    for field in ("requests", "prompt_tokens", "completion_tokens", "cost", "unpriced", "abandoned"):
+    """Add one group's aggregates (sums, abandonment counts, ttft histogram) into an accumulator."""
+    for field in ADDED:
         if values.get(field) is not None:
             into[field] = into.get(field, 0) + values[field]
     for ms, n in values.get("histogram", {}).items():
@@ -150,21 +151,29 @@ def nearest_rank(histogram, p):
             return value
 
 
-def group_namer(by, groups):
-    """Return a function naming a group: usernames for users, `session:<8 chars>` for anonymous visitors."""
-    if by == "day":
-        return lambda values: str(values["key"])[:10]
-    if by != "user":
-        return lambda values: values["key"]
-    User = get_user_model()
-    ids = {values["key"] for values in groups if values["key"] is not None}
-    usernames = dict(User.objects.filter(pk__in=ids).values_list("pk", User.USERNAME_FIELD))
+def group_namer(names, found):
+    """Return a function naming a group as a tuple, one name per grouping (users by username)."""
+    usernames = {}
+    if "user" in names:
+        User = get_user_model()
+        ids = {values["g_user"] for values in found if values["g_user"] is not None}
+        usernames = dict(User.objects.filter(pk__in=ids).values_list("pk", User.USERNAME_FIELD))
 
-    def name(values):
-        if values["key"] is None:
-            return f"session:{values['session'][:8]}"
-        return usernames.get(values["key"], f"user:{values['key']}")
-    return name
+    def name_one(name, values):
+        if name == "day":
+            return str(values["g_day"])[:10]
+        if name == "user":
+            return who(values["g_user"], values["g_session"], usernames)
+        return values[f"g_{name}"]
+
+    return lambda values: tuple(name_one(name, values) for name in names)
+
+
+def who(user_id, session_key, usernames):
+    """Return a person's name in reports: a username, `user:<id>` when gone, or `session:<8 chars>`."""
+    if user_id is None:
+        return f"session:{(session_key or '')[:8]}"
+    return usernames.get(user_id, f"user:{user_id}")
 
 
 def as_cost(value):
@@ -191,6 +200,7 @@ def row(name, group):
         "abandonment_rate": round(group.get("abandoned", 0) / requests, 4) if requests else 0.0,
         "ttft_p50_ms": nearest_rank(histogram, 50),
         "ttft_p95_ms": nearest_rank(histogram, 95),
+        **{column: group.get(column, 0) for column in PHASES},
     }
 
 

@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from billing import reports
+from billing import abandonment, reports
 from billing.models import UsageRecord
 from tests.billing.conftest import DAY1, make_record
 
@@ -124,7 +124,7 @@ def test_it_writes_an_aligned_table_with_a_total(history):
 
 def test_it_writes_csv_with_a_header(history):
     rows = list(csv.DictReader(StringIO(run("--by", "model", "--format", "csv"))))
-    assert list(rows[0]) == reports.COLUMNS
+    assert list(rows[0]) == [*reports.COLUMNS, "model"]
     assert sum(int(r["requests"]) for r in rows) == 8
 
 
@@ -133,8 +133,13 @@ def test_it_says_so_when_there_is_nothing():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--since", "2025-13-01"], "--since must be a date"),
-    (["--until", "yesterday"], "--until must be a date"),
+    (["--since", "2025-13-01"], "--since must be today, yesterday, Nd"),
+    (["--since", "0d"], "--since Nd must be at least 1"),
+    (["--until", "tomorrow"], "--until must be today, yesterday or a date"),
+    (["--tz", "Mars/Olympus"], "--tz must be a time zone name"),
+    (["--by", "day,day"], "--by takes one or two different groupings"),
+    (["--by", "day,model,user"], "--by takes one or two"),
+    (["--abandonment", "--savings"], "not allowed with"),
     (["--since", "2025-06-05", "--until", "2025-06-01"], "is after --until"),
     (["--days", "0"], "--days must be at least 1"),
     (["--days", "3", "--since", "2025-06-01"], "either --days or --since"),
@@ -166,3 +171,123 @@ def test_it_lists_the_models_whose_upstream_cost_differs_by_more_than_one_percen
     mini = json.loads(out.getvalue())[1]
     assert mini == {"model": "openai/gpt-4.1-mini", "requests": 2, "cost_usd": "0.0002400000",
                     "upstream_cost_usd": "0.0002410000", "difference_pct": "-0.41", "differs": False}
+
+
+def test_it_groups_by_day_and_model_with_totals_equal_to_the_records(history):
+    rows = json.loads(run("--by", "day,model", "--format", "json"))
+    assert len(rows) == 6  # 8 records: day 1's two gpt-4.1-mini records share a cell, as do day 2's llama ones
+    for r in rows:
+        cell = [rec for rec in history if f"{rec.started:%Y-%m-%d}" == r["day"] and rec.model == r["model"]]
+        assert r["group"] == f"{r['day']} / {r['model']}"
+        assert r["requests"] == len(cell)
+        assert r["prompt_tokens"] == sum(rec.prompt_tokens for rec in cell)
+        assert r["completion_tokens"] == sum(rec.completion_tokens for rec in cell)
+        assert Decimal(r["cost_usd"]) == sum(rec.cost_usd or 0 for rec in cell)
+    assert sum(r["requests"] for r in rows) == len(history)
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == sum(r.cost_usd for r in history if r.cost_usd is not None)
+    mini = next(r for r in rows if r["group"] == "2025-06-01 / openai/gpt-4.1-mini")
+    assert (mini["abandoned"], mini["abandoned_streaming"], mini["abandoned_before_first_token"]) == (1, 1, 0)
+    llama = next(r for r in rows if r["model"] == "local/llama-3.1-8b")
+    assert (llama["abandoned"], llama["abandoned_streaming"], llama["abandoned_before_first_token"]) == (1, 0, 1)
+
+
+def test_it_writes_two_groupings_as_a_table(history):
+    lines = run("--by", "status,user").splitlines()
+    assert lines[0].split()[:2] == ["status,user", "requests"]
+    assert any(line.startswith("completed / alice ") for line in lines)
+    assert lines[-1].split()[:2] == ["TOTAL", "8"]
+
+
+# Local midnight in New York is 04:00 UTC in June: 03:30 UTC is still the day before there.
+EDGES = [
+    datetime(2025, 6, 2, 3, 30, tzinfo=timezone.utc),  # New York: June 1, 23:30
+    datetime(2025, 6, 2, 4, 30, tzinfo=timezone.utc),  # New York: June 2, 00:30
+    datetime(2025, 6, 2, 23, 30, tzinfo=timezone.utc),  # New York: June 2; Tokyo: June 3, 08:30
+]
+
+
+def test_it_counts_whole_calendar_days_in_the_time_zone(settings):
+    settings.TIME_ZONE = "America/New_York"
+    for started in EDGES:
+        make_record(started)
+    rows = json.loads(run("--by", "day", "--format", "json"))
+    assert [(r["group"], r["requests"]) for r in rows] == [("2025-06-01", 1), ("2025-06-02", 2)]
+    rows = json.loads(run("--since", "2025-06-02", "--until", "2025-06-02", "--format", "json"))
+    assert rows[0]["requests"] == 2
+    rows = json.loads(run("--by", "day", "--tz", "Asia/Tokyo", "--format", "json"))
+    assert [(r["group"], r["requests"]) for r in rows] == [("2025-06-02", 2), ("2025-06-03", 1)]
+
+
+def test_it_takes_yesterday_and_the_last_n_whole_days(settings):
+    settings.TIME_ZONE = "Europe/Paris"
+    today = reports.timezone.localtime().date()
+    for back in range(10):  # 00:10 and 23:10 of each of the last ten local days (today's 23:10 may be ahead)
+        day = today - timedelta(days=back)
+        for hour in (0, 23):
+            make_record(datetime(day.year, day.month, day.day, hour, 10, tzinfo=reports.timezone.get_current_timezone()))
+    seven = json.loads(run("--days", "7", "--by", "day", "--format", "json"))
+    assert [r["group"] for r in seven] == [str(today - timedelta(days=back)) for back in range(6, -1, -1)]
+    assert sum(r["requests"] for r in seven) == 14
+    assert json.loads(run("--since", "7d", "--by", "day", "--format", "json")) == seven
+    yesterday = json.loads(run("--since", "yesterday", "--until", "yesterday", "--by", "day", "--format", "json"))
+    assert [(r["group"], r["requests"]) for r in yesterday] == [(str(today - timedelta(days=1)), 2)]
+    assert [r["group"] for r in json.loads(run("--since", "today", "--by", "day", "--format", "json"))] == [str(today)]
+
+
+@pytest.fixture
+def waits():
+    """Twelve records with known waits for a first token, and how each one ended."""
+    stop = {"reason": "stop", "phase": "streaming", "tokens_delivered": 3, "elapsed_ms": 900}
+    stop_before = {"reason": "stop", "phase": "before_first_token", "tokens_delivered": 0, "elapsed_ms": 1500}
+    leave_before = {"reason": "disconnect", "phase": "before_first_token", "tokens_delivered": 0, "elapsed_ms": 4500}
+    leave_mid = {"reason": "disconnect", "phase": "streaming", "tokens_delivered": 9, "elapsed_ms": 3000}
+    specs = [  # (ttft_ms, duration_ms, status, abandonment)
+        (100, 900, "completed", None), (499, 900, "completed", None), (200, 900, "stopped", stop),
+        (500, 900, "completed", None), (999, 1500, "disconnected", leave_mid),
+        (None, 1500, "stopped", stop_before), (1200, 3000, "completed", None), (1999, 3000, "completed", None),
+        (2500, 3000, "disconnected", leave_mid),
+        (None, 4500, "disconnected", leave_before), (5000, 9000, "completed", None),
+        (None, 700, "failed", None),  # failed: not counted, the person did not choose
+    ]
+    for ttft, duration, status, left in specs:
+        make_record(ttft_ms=ttft, duration_ms=duration, status=status, abandonment=left)
+
+
+def test_it_tables_abandonment_by_the_wait_for_a_first_token(waits):
+    rows = json.loads(run("--abandonment", "--format", "json"))
+    # Counted by hand from the fixture above: 0-0.5 s holds 100, 499, 200; 0.5-1 s holds 500, 999;
+    # 1-2 s holds the stop before any token at 1.5 s, 1200, 1999; 2-4 s holds 2500; 4 s+ holds 4.5 s and 5000.
+    hand = [
+        ("0-0.5 s", 3, 1, 0, 1, 1, 0),
+        ("0.5-1 s", 2, 1, 0, 1, 0, 1),
+        ("1-2 s", 3, 1, 1, 0, 1, 0),
+        ("2-4 s", 1, 1, 0, 1, 0, 1),
+        ("4 s+", 2, 1, 1, 0, 0, 1),
+    ]
+    got = [(r["bucket"], r["requests"], r["abandoned"], r["before_first_token"], r["streaming"], r["stop"],
+            r["disconnect"]) for r in rows]
+    assert got == hand
+    assert [r["abandonment_rate"] for r in rows] == [0.3333, 0.5, 0.3333, 1.0, 0.5]
+    table = run("--abandonment").splitlines()
+    assert table[0].split() == abandonment.COLUMNS
+    assert table[4].split()[:3] == ["2-4", "s", "1"]
+
+
+def test_it_estimates_savings_from_replies_cut_short():
+    for length in (100, 200, 300):  # median 200
+        make_record(completion_tokens=length)
+    stop = {"reason": "stop", "phase": "streaming", "tokens_delivered": 50, "elapsed_ms": 500}
+    make_record(status="stopped", completion_tokens=50, abandonment=stop)  # 150 not generated
+    make_record(status="disconnected", completion_tokens=250, abandonment={**stop, "reason": "disconnect"})  # none
+    make_record(model="acme/unseen", status="stopped", completion_tokens=5, abandonment=stop)  # no completed reply
+    rows = json.loads(run("--savings", "--format", "json"))
+    assert len(rows) == 1
+    row = rows[0]
+    # gpt-4.1-mini outputs cost 1.60 per million: 150 tokens save 0.00024.
+    assert (row["model"], row["cut_short"], row["median_completion_tokens"], row["tokens_not_generated"]) == (
+        "openai/gpt-4.1-mini", 2, 200, 150,
+    )
+    assert row["saved_usd"] == "0.0002400000"
+    assert "openai stops generating" in row["note"]
+    table = run("--savings")
+    assert "Estimate: a reply cut short" in table and "- Assumes openai stops generating" in table

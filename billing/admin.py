@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, Max, Min, QuerySet
+from django.db.models import OuterRef
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from billing import exports, reports
 from billing.models import AbandonmentEvent, ModelPrice, UsageRecord
 from billing.pagination import EstimatedCountPaginator
+from billing.templatetags.billing import display_cost
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -27,58 +28,34 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ProbedDatesQuerySet(QuerySet):
-    """A queryset whose datetimes() probes each period through the index instead of truncating every row."""
+class CalendarDateFilter(admin.DateFieldListFilter):
+    """Django's date filter (today, past 7 days, this month, this year) with yesterday added.
 
-    def aggregate(self, *args, **kwargs):
-        """Answer a bare Min/Max pair (the date hierarchy's) with two index seeks instead of one full scan."""
-        if args or not kwargs or not all(is_bare_extreme(e) for e in kwargs.values()):
-            return super().aggregate(*args, **kwargs)
-        found = {}
-        for alias, expression in kwargs.items():
-            field = expression.source_expressions[0].name
-            ordered = self.order_by(field if isinstance(expression, Min) else f"-{field}")
-            found[alias] = ordered.exclude(**{field: None}).values_list(field, flat=True).first()
-        return found
+    Every choice is a range on the indexed field: no query to draw the choices, unlike a date hierarchy.
+    """
 
-    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
-        """Return the periods (year, month or day) that hold at least one record, oldest first."""
-        if kind not in ("year", "month", "day"):
-            return super().datetimes(field_name, kind, order, tzinfo)
-        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
-        if bounds["first"] is None:
-            return []
-        found, start = [], truncate(timezone.localtime(bounds["first"]), kind)
-        last = timezone.localtime(bounds["last"])
-        while start <= last:
-            end = following(start, kind)
-            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists():
-                found.append(start)
-            start = end
-        return found if order == "ASC" else found[::-1]
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+        yesterday = {self.lookup_kwarg_since: today - timedelta(days=1), self.lookup_kwarg_until: today}
+        self.links = (*self.links[:2], ("Yesterday", yesterday), *self.links[2:])
 
 
-def is_bare_extreme(expression):
-    """Return True for Min(field) or Max(field) of a plain field, with no filter."""
-    return (
-        isinstance(expression, (Min, Max)) and expression.filter is None
-        and len(expression.source_expressions) == 1 and isinstance(expression.source_expressions[0], F)
-    )
+class AbandonedFilter(admin.SimpleListFilter):
+    """Records by how the person left: before the first token, while streaming, or not at all."""
 
+    title = "abandoned"
+    parameter_name = "abandoned"
 
-def truncate(moment, kind):
-    """Return the start of the year, month or day holding `moment`."""
-    fields = {"year": dict(month=1, day=1), "month": dict(day=1), "day": {}}[kind]
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0, **fields)
+    def lookups(self, request, model_admin):
+        return [*AbandonmentEvent.Phase.choices, ("no", "not abandoned")]
 
-
-def following(start, kind):
-    """Return the start of the period after the one starting at `start`."""
-    if kind == "year":
-        return start.replace(year=start.year + 1)
-    if kind == "month":
-        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-    return start + timedelta(days=1)
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(abandonment__isnull=True)
+        if self.value() in AbandonmentEvent.Phase.values:
+            return queryset.filter(abandonment__phase=self.value())
+        return queryset
 
 
 @admin.register(ModelPrice)
@@ -87,15 +64,16 @@ class ModelPriceAdmin(admin.ModelAdmin):
         "model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "effective_from",
         "in_force",
     )
-    list_filter = ("model",)
+    list_filter = (("effective_from", CalendarDateFilter),)  # a filter by model would list every imported model
     search_fields = ("model",)
-    date_hierarchy = "effective_from"
     ordering = ("model", "-effective_from")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(current=ModelPrice.objects.current_pk(OuterRef("model")))
 
     @admin.display(boolean=True, description="in force now")
     def in_force(self, price):
-        current = ModelPrice.objects.in_force(price.model)
-        return current is not None and current.pk == price.pk
+        return price.current == price.pk
 
 
 class AbandonmentInline(admin.StackedInline):
@@ -112,8 +90,9 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     list_display = (
         "started", "model", "status", "streamed", "tokens", "cost", "ttft_ms", "duration_ms", "retries", "who",
     )
-    list_filter = ("model", "status", "streamed", "estimated", "started")
-    date_hierarchy = "started"
+    list_filter = (
+        ("started", CalendarDateFilter), "model", "status", "channel", AbandonedFilter, "streamed", "estimated",
+    )
     # Exact matches where a prefix or substring search could not use an index; error text is a substring search.
     search_fields = ("=request_id", "^model", "=session_key", "=user__username", "error")
     list_select_related = ("user",)
@@ -121,10 +100,6 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     paginator = EstimatedCountPaginator
     inlines = [AbandonmentInline]
     actions = ["export_selected"]
-
-    def get_queryset(self, request):
-        records = ProbedDatesQuerySet(self.model, using=UsageRecord.objects.db)
-        return records.order_by(*(self.get_ordering(request) or UsageRecord._meta.ordering))
 
     def get_urls(self):
         export = path("export.csv", self.admin_site.admin_view(self.export_view), name="billing_usagerecord_export")
@@ -142,7 +117,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     def summary(self, records):
         """Return the totals and the per-model rows of the filtered records, one query each."""
         records = records.order_by()
-        figures = reports.sums()
+        figures = {**reports.sums(), **reports.record_abandonment_counts()}
         total = reports.row("Total", records.aggregate(**figures))
         per_model = [reports.row(g["model"], g) for g in records.values("model").annotate(**figures).order_by("model")]
         return {"totals": total, "per_model": per_model}
@@ -165,7 +140,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
     @admin.display(description="cost USD", ordering="cost_usd")
     def cost(self, record):
-        return "unpriced" if record.cost_usd is None else f"{record.cost_usd:.10f}"
+        return display_cost(record.cost_usd)
 
     @admin.display(description="who")
     def who(self, record):
@@ -177,7 +152,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 @admin.register(AbandonmentEvent)
 class AbandonmentEventAdmin(ReadOnlyAdmin):
     list_display = ("created", "reason", "phase", "tokens_delivered", "elapsed_ms", "record_link")
-    list_filter = ("reason", "phase")
+    list_filter = (("created", CalendarDateFilter), "reason", "phase")
     list_select_related = ("record",)
     ordering = ("-id",)  # newest first along the primary key: no sort of the whole table
     show_full_result_count = False

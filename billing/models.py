@@ -40,6 +40,12 @@ class ModelPriceQuerySet(models.QuerySet):
         return prices[0] if prices else None
 
 
+    def current_pk(self, model, at=None):
+        """Return a subquery of the pk of the price in force at `at` (now) for exactly `model` (an OuterRef)."""
+        prices = self.filter(model=model, effective_from__lte=at or timezone.now()).order_by("-effective_from")
+        return models.Subquery(prices.values("pk")[:1])
+
+
 class ModelPrice(models.Model):
     model = models.CharField(max_length=200, db_index=True, help_text="provider/model, as in CHAT_MODELS")
     input_per_mtok = models.DecimalField("input $/Mtok", max_digits=14, decimal_places=6)

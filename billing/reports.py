@@ -95,6 +95,14 @@ def abandonment_counts():
     return counts
 
 
+def record_abandonment_counts():
+    """Return the aggregates of usage records that count their abandonment events, in all and by phase."""
+    counts = {"abandoned": Count("abandonment")}
+    for column, phase in PHASES.items():
+        counts[column] = Count("abandonment", filter=Q(abandonment__phase=phase))
+    return counts
+
+
 def usage_report(by="model", start=None, end=None, with_total=False):
     """Return (rows, total row or None): requests, tokens, cost, abandonment and time to first token per group."""
     names = dimensions(by)

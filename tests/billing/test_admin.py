@@ -121,3 +121,85 @@ def test_it_refuses_a_user_who_is_not_staff(bob, records, url):
     response = logged_in(bob).get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_it_shows_costs_at_a_readable_precision_in_lists_and_exactly_in_detail(staff, records):
+    client = logged_in(staff)
+    exact = f"{records[0].cost_usd:.10f}"  # 1000 * 0.40 + 100 * 1.60 per million = 0.00056
+    assert exact == "0.0005600000"
+    listing = client.get(CHANGELIST).content.decode()
+    assert ">0.000560<" in listing and exact not in listing
+    assert exact in client.get(f"{CHANGELIST}{records[0].pk}/change/").content.decode()
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("5.3952461930", "5.40"), ("1234.5", "1,234.50"), ("0.0123456", "0.0123"), ("0.5", "0.500"), ("0", "0"),
+])
+def test_it_rounds_costs_for_display(value, shown):
+    from billing.templatetags.billing import cost
+
+    assert cost(value) == shown
+
+
+def test_it_totals_abandonment_by_phase(staff, records):
+    leave = {"reason": "disconnect", "phase": "before_first_token", "tokens_delivered": 0, "elapsed_ms": 90}
+    make_record(status="disconnected", ttft_ms=None, abandonment=leave)
+    response = logged_in(staff).get(CHANGELIST)
+    totals = response.context["totals"]
+    assert (totals["abandoned"], totals["abandoned_before_first_token"], totals["abandoned_streaming"]) == (2, 1, 1)
+    mini = next(r for r in response.context["per_model"] if r["group"] == "openai/gpt-4.1-mini")
+    assert (mini["abandoned"], mini["abandoned_before_first_token"], mini["abandoned_streaming"]) == (2, 1, 1)
+    assert "before first token" in response.content.decode()
+
+
+@pytest.mark.parametrize("value, statuses", [
+    ("streaming", ["stopped"]), ("before_first_token", ["disconnected"]), ("no", ["completed", "completed"]),
+])
+def test_it_filters_records_by_abandonment_phase(staff, records, value, statuses):
+    leave = {"reason": "disconnect", "phase": "before_first_token", "tokens_delivered": 0, "elapsed_ms": 90}
+    make_record(status="disconnected", ttft_ms=None, abandonment=leave)
+    response = logged_in(staff).get(CHANGELIST, {"abandoned": value})
+    assert sorted(r.status for r in response.context["cl"].result_list) == sorted(statuses)
+
+
+def test_it_filters_events_by_date_including_yesterday(staff):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.models import AbandonmentEvent
+
+    stop = {"reason": "stop", "phase": "streaming", "tokens_delivered": 3, "elapsed_ms": 400}
+    old, new = make_record(status="stopped", abandonment=stop), make_record(status="stopped", abandonment=stop)
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    AbandonmentEvent.objects.filter(record=old).update(created=midnight - timedelta(hours=2))
+    client = logged_in(staff)
+    page = client.get("/admin/billing/abandonmentevent/")
+    yesterday = next(c for c in page.context["cl"].filter_specs[0].choices(page.context["cl"]) if c["display"] == "Yesterday")
+    filtered = client.get("/admin/billing/abandonmentevent/" + yesterday["query_string"])
+    assert [e.record_id for e in filtered.context["cl"].result_list] == [old.pk]
+    assert new.pk != old.pk
+
+
+def test_it_marks_the_price_in_force_with_one_query_for_all_rows(staff, django_assert_max_num_queries):
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from billing.models import ModelPrice
+
+    now = timezone.now()
+    for days in (30, 10, -5):  # two past prices and one that starts in five days
+        ModelPrice.objects.create(model="acme/x", input_per_mtok=Decimal(days % 7), output_per_mtok=1,
+                                  effective_from=now - timedelta(days=days))
+    for i in range(40):
+        ModelPrice.objects.create(model=f"acme/filler-{i}", input_per_mtok=1, output_per_mtok=1)
+    client = logged_in(staff)
+    with django_assert_max_num_queries(8):
+        response = client.get("/admin/billing/modelprice/", {"q": "acme/", "all": ""})
+    shown = {p.pk: p.current == p.pk for p in response.context["cl"].result_list}
+    current = {p.pk: p.effective_from for p in ModelPrice.objects.filter(model="acme/x")}
+    in_force = [pk for pk in current if shown[pk]]
+    assert in_force == [max((pk for pk in current if current[pk] <= now), key=current.get)]
+    assert all(shown[p.pk] for p in ModelPrice.objects.filter(model__startswith="acme/filler-"))

@@ -14,6 +14,28 @@ from django.utils import timezone
 from billing.models import AbandonmentEvent, ModelPrice, UsageRecord
 
 BATCH = 2000
+# Seeded records carry request ids whose first 32 bits are this mark: one index range finds them all.
+SEED_MARK = 0x5EED5EED
+SEED_IDS = (uuid.UUID(int=SEED_MARK << 96), uuid.UUID(int=((SEED_MARK + 1) << 96) - 1))
+SEED_USER_PREFIX = "seed-user-"
+
+
+def seeded():
+    """Return the usage records seed_usage made."""
+    return UsageRecord.objects.filter(request_id__range=SEED_IDS)
+
+
+def real():
+    """Return the usage records seed_usage did not make."""
+    return UsageRecord.objects.exclude(request_id__range=SEED_IDS)
+
+
+@transaction.atomic
+def clear():
+    """Delete every seeded record (their events go with them) and the seeded users; return how many records."""
+    _, deleted = seeded().delete()
+    get_user_model().objects.filter(username__startswith=SEED_USER_PREFIX, usage_records=None).delete()
+    return deleted.get(UsageRecord._meta.label, 0)
 
 
 @dataclass(frozen=True)
@@ -86,7 +108,7 @@ class Seeder:
     def make_users(self):
         """Create (or reuse) the seeded users; return their ids."""
         User = get_user_model()
-        names = [f"seed-user-{i:03d}" for i in range(self.user_count)]
+        names = [f"{SEED_USER_PREFIX}{i:03d}" for i in range(self.user_count)]
         existing = set(User.objects.filter(username__in=names).values_list("username", flat=True))
         User.objects.bulk_create([User(username=n) for n in names if n not in existing])
         return list(User.objects.filter(username__in=names).values_list("id", flat=True))
@@ -101,6 +123,10 @@ class Seeder:
                 abandonment.record_id = record.pk
                 events.append(abandonment)
         AbandonmentEvent.objects.bulk_create(events, batch_size=1000)
+        # `created` is auto_now_add, so bulk_create stamped now: date each event when its person left.
+        for event, record in zip(events, (r for r, a in pairs if a is not None)):
+            event.created = record.started + timedelta(milliseconds=event.elapsed_ms)
+        AbandonmentEvent.objects.bulk_update(events, ["created"], batch_size=1000)
 
     def one(self):
         """Return one unsaved (record, abandonment event or None) pair."""
@@ -137,7 +163,7 @@ class Seeder:
         price, cost = self.pricer.cost(profile.model, started, prompt, reply, cached)
         anonymous = r.random() < 0.35
         record = UsageRecord(
-            request_id=uuid.UUID(int=r.getrandbits(128), version=4),
+            request_id=uuid.UUID(int=(SEED_MARK << 96) | r.getrandbits(96), version=4),
             user_id=None if anonymous else r.choice(self.user_ids),
             session_key=r.choice(self.sessions) if anonymous else "",
             model=profile.model, upstream_model=profile.upstream, streamed=streamed, status=status,

@@ -1,9 +1,12 @@
+from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from billing.models import AbandonmentEvent, ModelPrice, UsageRecord
+from tests.billing.conftest import make_record
 
 pytestmark = pytest.mark.django_db
 
@@ -47,3 +50,32 @@ def test_it_is_reproducible_from_its_seed():
 def test_it_refuses_zero_records():
     with pytest.raises(CommandError, match="--records must be at least 1"):
         seed("--records", "0")
+
+
+def test_it_refuses_a_database_with_real_records():
+    make_record()
+    with pytest.raises(CommandError, match="holds 1 real usage records"):
+        seed("--records", "10")
+    assert UsageRecord.objects.count() == 1
+    seed("--records", "10", "--force")
+    assert UsageRecord.objects.count() == 11
+
+
+def test_it_seeds_again_over_its_own_records_and_clears_only_them():
+    seed("--records", "30", "--seed", "1")
+    seed("--records", "30", "--seed", "2")  # seeded records are not real: no --force needed
+    real = make_record(status="stopped", abandonment={"reason": "stop", "phase": "streaming", "tokens_delivered": 1,
+                                                       "elapsed_ms": 10})
+    assert "Removed 60 seeded usage records" in seed("--clear")
+    assert list(UsageRecord.objects.all()) == [real]
+    assert list(AbandonmentEvent.objects.values_list("record_id", flat=True)) == [real.pk]
+    assert not get_user_model().objects.filter(username__startswith="seed-user-").exists()
+
+
+def test_it_dates_each_event_when_its_person_left():
+    seed("--records", "400", "--days", "14", "--seed", "4")
+    events = AbandonmentEvent.objects.select_related("record")
+    assert events.count() > 5
+    for event in events:
+        assert event.created == event.record.started + timedelta(milliseconds=event.elapsed_ms)
+    assert len({event.created.date() for event in events}) > 3

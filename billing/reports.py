@@ -215,12 +215,13 @@ def row(name, group):
 RECONCILE_COLUMNS = ["model", "requests", "cost_usd", "upstream_cost_usd", "difference_pct"]
 
 
-def reconcile(start=None, end=None, tolerance=Decimal("0.01")):
+def reconcile(start=None, end=None, tolerance=Decimal("0.01"), records=None):
     """Return, per model, our cost and the upstream's over the records where the upstream reported one.
 
     Each row says whether the two differ by more than `tolerance` (1 %) of the upstream's figure.
     """
-    records = records_between(start, end).filter(upstream_cost_usd__isnull=False, cost_usd__isnull=False)
+    records = records if records is not None else records_between(start, end)
+    records = records.order_by().filter(upstream_cost_usd__isnull=False, cost_usd__isnull=False)
     found = records.values("model").annotate(
         requests=Count("id"), ours=cost_sum(), theirs=cost_sum("upstream_cost_usd")
     ).order_by("model")

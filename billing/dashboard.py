@@ -1,0 +1,174 @@
+"""The figures behind the admin's billing dashboard, each aggregated in the database, each with its table."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Aggregate, Case, Count, F, IntegerField, Sum, Value, When
+from django.utils import timezone
+
+from billing import abandonment, periods, reports, savings
+
+# Time-to-first-token bins, in ms: [edge, next edge).
+TTFT_EDGES = [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000]
+TTFT_BINS = [f"{a / 1000:g}-{b / 1000:g} s" for a, b in zip(TTFT_EDGES, TTFT_EDGES[1:])] + [f"{TTFT_EDGES[-1] / 1000:g} s+"]
+TOP_PEOPLE = 10
+
+
+class PercentileDisc(Aggregate):
+    """PostgreSQL's percentile_disc: the smallest value with at least `fraction` of the values at or below it."""
+
+    function = "percentile_disc"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = IntegerField()
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the dashboard shows: whole days [start, end) in the current time zone, one model, one person."""
+
+    start: datetime
+    end: datetime
+    since: str
+    until: str
+    model: str = ""
+    person: str = ""
+
+    @classmethod
+    def from_query(cls, query):
+        """Return the filters in a GET query (default: the last 7 days), or raise ValueError saying what is wrong."""
+        since, until = query.get("since") or "7d", query.get("until") or "today"
+        start, end = periods.period(since=since, until=until)
+        if end - start > timedelta(days=400):
+            raise ValueError("Choose a period of at most 400 days.")
+        return cls(start, end, since, until, (query.get("model") or "").strip(), (query.get("person") or "").strip())
+
+    def records(self):
+        """Return the records these filters select, unordered."""
+        records = reports.records_between(self.start, self.end)
+        if self.model:
+            records = records.filter(model=self.model)
+        if self.person.startswith("session:"):
+            records = records.filter(user=None, session_key__startswith=self.person.removeprefix("session:"))
+        elif self.person:
+            records = records.filter(**{f"user__{get_user_model().USERNAME_FIELD}": self.person})
+        return records
+
+
+def daily(filters, records):
+    """Return (days, models, {(day, model): figures}) from one query grouped by calendar day and model."""
+    found = records.annotate(day=reports.day_of("started")).values("day", "model").annotate(
+        requests=Count("id"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
+        cost=reports.cost_sum(),
+    )
+    cells = {(str(v["day"])[:10], v["model"]): v for v in found}
+    days = [str(day) for day in periods.days_between(filters.start, filters.end, timezone.get_current_timezone())]
+    costs = {}
+    for (_, model), v in cells.items():
+        costs[model] = costs.get(model, 0) + (v["cost"] or 0)
+    models = sorted(costs, key=lambda m: (-costs[m], m))
+    return days, models, cells
+
+
+def daily_tables(days, models, cells):
+    """Return the tables of cost per day by model, requests per day and tokens per day."""
+    cost_rows, request_rows, token_rows = [], [], []
+    for day in days:
+        mine = [cells.get((day, model), {}) for model in models]
+        costs = [reports.as_cost(v.get("cost")) for v in mine]
+        cost_rows.append({"day": day, "costs": costs, "total": sum(costs, reports.as_cost(0))})
+        request_rows.append({"day": day, "requests": sum(v.get("requests", 0) for v in mine)})
+        token_rows.append({
+            "day": day, "prompt_tokens": sum(v.get("prompt_tokens") or 0 for v in mine),
+            "completion_tokens": sum(v.get("completion_tokens") or 0 for v in mine),
+        })
+    return cost_rows, request_rows, token_rows
+
+
+def ttft_bin():
+    """Return the expression giving a record's time-to-first-token bin index."""
+    whens = [When(ttft_ms__lt=edge, then=Value(i - 1)) for i, edge in enumerate(TTFT_EDGES) if i]
+    return Case(*whens, default=Value(len(TTFT_EDGES) - 1), output_field=IntegerField())
+
+
+def ttft(records):
+    """Return one row per model: requests with a first token, p50 and p95 in ms, and the count in each bin."""
+    timed = records.filter(ttft_ms__isnull=False)
+    counts = {}
+    for v in timed.annotate(bin=ttft_bin()).values("model", "bin").annotate(n=Count("id")):
+        counts.setdefault(v["model"], [0] * len(TTFT_BINS))[v["bin"]] = v["n"]
+    rows = []
+    for model, (p50, p95) in sorted(percentiles(timed).items()):
+        rows.append({"model": model, "requests": sum(counts[model]), "p50": p50, "p95": p95, "bins": counts[model]})
+    return rows
+
+
+def percentiles(timed):
+    """Return {model: (p50, p95)} of ttft_ms, nearest rank: percentile_disc on PostgreSQL, a histogram elsewhere."""
+    if connection.vendor == "postgresql":
+        found = timed.values("model").annotate(
+            p50=PercentileDisc("ttft_ms", fraction=0.5), p95=PercentileDisc("ttft_ms", fraction=0.95)
+        )
+        return {v["model"]: (v["p50"], v["p95"]) for v in found}
+    histograms = {}
+    for v in timed.values("model", "ttft_ms").annotate(n=Count("id")):
+        histograms.setdefault(v["model"], {})[v["ttft_ms"]] = v["n"]
+    return {m: (reports.nearest_rank(h, 50), reports.nearest_rank(h, 95)) for m, h in histograms.items()}
+
+
+def bin_position(ms):
+    """Return where `ms` falls on the bin axis, as a float bin index."""
+    if ms is None:
+        return None
+    for i, (low, high) in enumerate(zip(TTFT_EDGES, TTFT_EDGES[1:])):
+        if ms < high:
+            return i + (ms - low) / (high - low)
+    return len(TTFT_EDGES) - 0.5
+
+
+def top_people(records, limit=TOP_PEOPLE):
+    """Return the people who cost most: signed-in users by id, visitors by session, `limit` of them."""
+    order = F("cost").desc(nulls_last=True)
+    figures = {"requests": Count("id"), "cost": reports.cost_sum()}
+    users = list(records.exclude(user=None).values("user").annotate(**figures).order_by(order)[:limit])
+    visitors = list(records.filter(user=None).values("session_key").annotate(**figures).order_by(order)[:limit])
+    User = get_user_model()
+    names = dict(User.objects.filter(pk__in=[v["user"] for v in users]).values_list("pk", User.USERNAME_FIELD))
+    rows = [
+        {"who": reports.who(v.get("user"), v.get("session_key"), names), "requests": v["requests"],
+         "cost": reports.as_cost(v["cost"])}
+        for v in users + visitors
+    ]
+    return sorted(rows, key=lambda r: (-r["cost"], r["who"]))[:limit]
+
+
+def refusals(filters):
+    """Return refusals per day and kind, or None when this installation does not record refusals."""
+    try:
+        Refusal = apps.get_model("billing", "Refusal")
+    except LookupError:
+        return None
+    found = Refusal.objects.order_by().filter(created__gte=filters.start, created__lt=filters.end)
+    found = found.annotate(day=reports.day_of("created")).values("day", "kind").annotate(n=Count("id"))
+    return {(str(v["day"])[:10], v["kind"]): v["n"] for v in found}
+
+
+def figures(filters):
+    """Return every figure the dashboard shows, with its table."""
+    records = filters.records()
+    days, models, cells = daily(filters, records)
+    cost_rows, request_rows, token_rows = daily_tables(days, models, cells)
+    return {
+        "days": days, "models": models, "cost_rows": cost_rows, "request_rows": request_rows,
+        "token_rows": token_rows, "ttft_rows": ttft(records), "ttft_bins": TTFT_BINS,
+        "abandonment_rows": abandonment.by_first_token_wait(records=records),
+        "people_rows": top_people(records), "savings_rows": savings.savings(records=records),
+        "savings_method": savings.METHOD, "reconcile_rows": reports.reconcile(records=records),
+        "refusals": refusals(filters),
+        "total_cost": sum((row["total"] for row in cost_rows), reports.as_cost(0)),
+        "total_requests": sum(row["requests"] for row in request_rows),
+    }
+
+

@@ -1,22 +1,31 @@
-"""The chat websocket: frames in, one relayed generation at a time out."""
+"""The chat websocket: frames in, one relayed generation at a time out, and the replies it resumed."""
 
 import asyncio
 import json
+import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from chat import protocol
+from chat import protocol, replies, turns
 from chat.relay import Generation
 from chat.turns import Owner
 
+log = logging.getLogger(__name__)
+
 NO_SESSION = 4001  # close code: the socket came without a session or an account (load the page first)
+ANSWER_S = 1.5  # how long a reply on another process has to answer a `resume` before the database is asked
+ASKS = 3  # times it is asked before a reply still `streaming` in the database is taken as lost
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     # A socket talks to nobody but its own browser: no channel-layer subscription (which would cost
-    # a task per socket, and with Redis a blocking receive per socket).
+    # a task per socket, and with Redis a blocking receive per socket). One is made only when the
+    # socket resumes a reply produced on another process (`listen`).
     channel_layer_alias = None
     generation = None
+    channel = None  # this socket's channel on the shared layer, once it watches a reply elsewhere
+    listener = None
 
     async def connect(self):
         """Called when a WebSocket connection is opened: accept a person with a session or an account."""
@@ -28,15 +37,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=NO_SESSION)
             return
         self.owner = Owner(user, session_key or "")
+        self.watched = {}  # message id -> the local Generation it watches, or None for one on another process
+        self.asked = {}  # message id -> (timer, times asked): replies elsewhere that have not answered yet
 
     async def receive(self, text_data=None, bytes_data=None):
-        """Called with each frame from the browser: start a reply, or stop the one in flight."""
+        """Called with each frame from the browser: start a reply, stop one, or resume those in flight."""
         try:
             frame = protocol.parse(text_data)
         except protocol.FrameError as exc:
             return await self.send_error(exc.code, str(exc))
         if frame["type"] == "stop":
-            return await self.stop()
+            return await self.stop(frame["message"])
+        if frame["type"] == "resume":
+            return await self.resume(frame["conversation"], frame["have"])
         if self.in_flight:
             return await self.send_error("busy", "A reply is already being generated; stop it or wait for it.")
         # The relay gets the raw ASGI send, not self.send: it builds each frame's message itself, so
@@ -49,19 +62,135 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def in_flight(self):
         return self.generation is not None and not self.generation.task.done()
 
-    async def stop(self):
-        """Stop the reply in flight, if any, and wait until it is stored and `done` is sent."""
-        await self.end_reply("stop")
+    # --- stop ---------------------------------------------------------------------------------
+
+    async def stop(self, message_id=None):
+        """Stop a reply (this socket's, or the ones it watches), and wait until it is stored and `done` is sent."""
+        if message_id is None:
+            if self.in_flight:
+                targets = [self.generation]
+            else:
+                targets = list(self.watched)
+        else:
+            targets = [message_id]
+        for target in targets:
+            generation = target if isinstance(target, Generation) else replies.in_flight.get(target)
+            if generation is not None:
+                if generation.owner.key == self.owner.key:
+                    generation.cancel("stop")
+                    await asyncio.wait([generation.task])
+            elif (layer := replies.shared_layer()) is not None:
+                await layer.group_send(replies.group_of(target),
+                                       {"type": "reply.stop", "message": target, "owner": self.owner.key})
+
+    # --- resume -------------------------------------------------------------------------------
+
+    async def resume(self, conversation_id, have):
+        """Send each reply in flight in the conversation from the seq the page has, then its live deltas;
+        `done` for each reply the page asked about that has ended; then `resumed`."""
+        streaming, finished = await turns.replies_of(self.owner, conversation_id, list(have))
+        for done in finished.values():
+            await self.send(text_data=json.dumps(done))
+        for message_id in streaming:
+            await self.watch(message_id, have.get(message_id, 0))
+        await self.send(text_data=json.dumps(
+            {"type": "resumed", "conversation": conversation_id, "messages": streaming}))
+
+    async def watch(self, message_id, after):
+        generation = replies.in_flight.get(message_id)
+        if generation is None and replies.shared_layer() is None:
+            # Only this process produces replies: give one just being registered a moment.
+            for _ in range(10):
+                await asyncio.sleep(0.05)
+                if (generation := replies.in_flight.get(message_id)) is not None:
+                    break
+        if generation is not None:
+            if generation.owner.key != self.owner.key:
+                return
+            if await generation.attach(self.base_send, after):
+                self.watched[message_id] = generation
+                return
+            if generation.watching(self.base_send):
+                return  # it is being stored; its `done` comes to this socket too
+            await asyncio.wait([generation.task])
+        elif replies.shared_layer() is not None:
+            return await self.ask(message_id, after)
+        await self.send_stored(message_id)
+
+    async def send_stored(self, message_id):
+        """Send the `done` of a reply that is no longer in flight, from the database."""
+        done = await turns.done_of(self.owner, message_id)
+        if done is None:  # still `streaming`, and nobody produces it: its process died
+            done = await turns.lost_done(self.owner, message_id)
+        if done is not None:
+            await self.send(text_data=json.dumps(done))
+
+    async def ask(self, message_id, after, times=1):
+        """Ask the process producing `message_id` to send it here from frame `after` on."""
+        layer = replies.shared_layer()
+        if self.channel is None:
+            self.channel = await layer.new_channel("chat-watch.")
+            self.listener = asyncio.get_running_loop().create_task(self.listen(layer))
+        self.watched[message_id] = None
+        timer = asyncio.get_running_loop().call_later(
+            ANSWER_S, lambda: asyncio.ensure_future(self.unanswered(message_id, after)))
+        self.asked[message_id] = (timer, times)
+        await layer.group_send(replies.group_of(message_id), {
+            "type": "reply.watch", "message": message_id, "after": after, "owner": self.owner.key,
+            "reply_to": self.channel,
+        })
+
+    async def unanswered(self, message_id, after):
+        """Nobody answered for a reply elsewhere: it ended (send its `done`), or ask again."""
+        timer, times = self.asked.pop(message_id, (None, ASKS))
+        if timer is not None:
+            timer.cancel()
+        self.watched.pop(message_id, None)
+        if await turns.done_of(self.owner, message_id) is None and times < ASKS:
+            return await self.ask(message_id, after, times + 1)
+        await self.send_stored(message_id)
+
+    async def listen(self, layer):
+        """Forward the frames of replies on other processes to this socket."""
+        while True:
+            message = await layer.receive(self.channel)
+            kind = message["type"]
+            if kind == "reply.frame":
+                text = message["text"]
+                if self.asked and text.startswith('{"type": "catchup"'):
+                    timer, _ = self.asked.pop(json.loads(text)["message"], (None, 0))
+                    if timer is not None:
+                        timer.cancel()
+                await self.send(text_data=text)
+            elif kind == "reply.end":
+                self.watched.pop(message.get("message"), None)
+            elif kind == "reply.gone":
+                await self.unanswered(message["message"], 0)
+
+    # --- the socket closes ----------------------------------------------------------------------
 
     async def disconnect(self, code):
-        """Called when the socket closes: end the reply in flight and wait for its record."""
-        await self.end_reply("disconnect")
-
-    async def end_reply(self, reason):
-        """End the reply in flight, if any, for `reason`, and wait until its record is written."""
+        """Called when the socket closes: leave the replies it watched (each ends after the grace period
+        if nobody else watches it; at once, with its record written, when CHAT_RESUME_GRACE_S is 0)."""
+        ending = []
+        for message_id, generation in getattr(self, "watched", {}).items():
+            if generation is not None:
+                generation.detach(self.base_send)
+                ending.append(generation)
+            elif self.channel is not None:
+                await replies.shared_layer().group_send(replies.group_of(message_id), {
+                    "type": "reply.unwatch", "message": message_id, "reply_to": self.channel})
+        for timer, _ in getattr(self, "asked", {}).values():
+            timer.cancel()
+        if self.listener is not None:
+            self.listener.cancel()
         if self.in_flight:
-            self.generation.cancel(reason)
-            await asyncio.wait([self.generation.task])
+            self.generation.detach(self.base_send)
+            ending.append(self.generation)
+        if settings.CHAT_RESUME_GRACE_S <= 0:
+            tasks = [g.task for g in ending if g.task is not None and not g.task.done() and not g.watchers]
+            if tasks:
+                await asyncio.wait(tasks)
 
     async def send_error(self, code, message):
         """Send an `error` frame; the socket stays open."""

@@ -27,10 +27,38 @@ def parse(text):
         raise FrameError("bad_request", "A frame must be a JSON object.")
     kind = frame.get("type")
     if kind == "stop":
-        return {"type": "stop"}
+        return {"type": "stop", "message": _optional_id(frame, "message")}
+    if kind == "resume":
+        return {"type": "resume", **_resume_fields(frame)}
     if kind != "send":
-        raise FrameError("bad_request", f"Unknown frame type {kind!r}: expected 'send' or 'stop'.")
+        raise FrameError("bad_request", f"Unknown frame type {kind!r}: expected 'send', 'stop' or 'resume'.")
     return {"type": "send", **_send_fields(frame)}
+
+
+def _is_id(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _optional_id(frame, name):
+    value = frame.get(name)
+    if value is not None and not _is_id(value):
+        raise FrameError("bad_request", f"'{name}' must be an id or null.")
+    return value
+
+
+MAX_RESUMED = 50  # replies a page may ask about in one `resume`
+
+
+def _resume_fields(frame):
+    have = frame.get("have") or {}
+    if not isinstance(have, dict) or len(have) > MAX_RESUMED:
+        raise FrameError("bad_request", f"'have' must be an object of at most {MAX_RESUMED} message ids and seqs.")
+    seqs = {}
+    for key, seq in have.items():
+        if not str(key).isdigit() or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise FrameError("bad_request", "'have' maps message ids to the last seq received (0 or more).")
+        seqs[int(key)] = seq
+    return {"conversation": _optional_id(frame, "conversation"), "have": seqs}
 
 
 def _send_fields(frame):

@@ -1,7 +1,8 @@
 """The relay: one task per reply, from the upstream's stream to the browser's frames to the record.
 
 The per-token path is `Generation.relay`: a clock read, a string
-append or one frame, nothing logged and nothing written to the database. Deltas after the first
+append or one frame to each watcher (usually one socket), nothing logged and nothing written to
+the database. Deltas after the first
 are coalesced; a per-loop `Ticker` sends what waited and enforces the first-token and stall
 timeouts, so no stream owns a timer of its own.
 """
@@ -15,7 +16,7 @@ import weakref
 import httpx
 from django.conf import settings
 
-from chat import turns
+from chat import replies, turns
 from chat.limits import Refused
 from chat.providers import UpstreamError, provider_for
 
@@ -113,10 +114,7 @@ class Ticker:
                 for generation in list(self.pending):
                     if now - generation.sent_at >= flush_s:
                         del self.pending[generation]
-                        try:
-                            await generation.flush(now)
-                        except SocketClosed:
-                            generation.cancel("disconnect")
+                        await generation.flush(now)
             if now >= next_sweep:
                 next_sweep = now + sweep_every
                 for generation in list(self.active):
@@ -128,20 +126,25 @@ class SocketClosed(Exception):
 
 
 class Generation:
-    """One reply in flight: its upstream call, its frames, and the record it leaves."""
+    """One reply in flight: its upstream call, its frames to its watchers, and the record it leaves.
 
-    __slots__ = ("send", "owner", "request", "call", "turn", "task", "ticker", "reason", "buffer", "text",
-                 "started", "sent_at", "last_read", "first_at", "prefix", "announced", "finishing")
+    Frames carry sequence numbers (`seq`, from 1); `offsets[n - 1]` is the length of the text sent
+    up to frame n, so a socket that comes back with the seq it has gets exactly the rest.
+    """
+
+    __slots__ = ("watchers", "owner", "request", "call", "turn", "task", "ticker", "reason", "buffer", "text",
+                 "started", "sent_at", "last_read", "first_at", "prefix", "announced", "finishing", "seq",
+                 "sent_len", "offsets", "left", "grace", "hub")
 
     def __init__(self, send, owner, request):
-        self.send = send  # an ASGI send callable (the consumer's)
+        self.watchers = [replies.LocalWatcher(send)]  # who gets the frames; send: an ASGI send callable
         self.owner = owner
         self.request = request  # the validated `send` frame
         self.call = None
         self.turn = None
         self.task = None
         self.ticker = None
-        self.reason = ""  # why it ended early: stop, disconnect, first_token_timeout, stall
+        self.reason = ""  # why it ended early: stop, disconnect, first_token_timeout, stall, shutdown
         self.buffer = []
         self.text = []  # every delta, for the stored reply
         self.started = self.sent_at = self.last_read = 0.0  # event-loop clock
@@ -149,6 +152,11 @@ class Generation:
         self.prefix = ""
         self.announced = False
         self.finishing = False  # set once the reply is being stored: nothing may interrupt that
+        self.seq = self.sent_len = 0
+        self.offsets = []
+        self.left = None  # when the last watcher left: (loop time, calls delivered so far)
+        self.grace = None  # the timer that ends an unwatched reply
+        self.hub = None
 
     def start(self):
         """Start relaying in a task of its own; return the task."""
@@ -166,6 +174,94 @@ class Generation:
             self.reason = self.reason or reason
             if self.call is not None:
                 self.task.cancel()
+
+    # --- watchers ---------------------------------------------------------------------------
+
+    def catchup(self, after):
+        """Return the `catchup` frame with the text sent after frame `after` (the seq a socket has)."""
+        after = min(max(0, after), self.seq)
+        start = self.offsets[after - 1] if after else 0
+        text = "".join(self.text)[start:self.sent_len]
+        turn = self.turn
+        return json.dumps({"type": "catchup", "conversation": turn.conversation_id, "message": turn.message_id,
+                           "model": turn.call.model, "after": after, "seq": self.seq, "text": text})
+
+    async def attach(self, send, after):
+        """Let a socket of this process watch from frame `after` on; return False if it is too late."""
+        if self.finishing or self.turn is None:
+            return False
+        watcher = self.watching(send)
+        if watcher is not None:  # it watches already (a page that saw a gap): just the catch-up
+            await watcher(self.catchup(after))
+            return True
+        watcher = replies.LocalWatcher(send)
+        self.watchers.append(watcher)
+        self.returned()
+        try:
+            await watcher(self.catchup(after))  # no frame can come between: the ASGI send does not yield
+        except Exception:
+            self.drop(watcher)
+            raise
+        return True
+
+    def watching(self, send):
+        """Return the watcher of this process's socket `send`, if it watches."""
+        for watcher in self.watchers:
+            if isinstance(watcher, replies.LocalWatcher) and watcher.send is send:
+                return watcher
+        return None
+
+    def attach_remote(self, layer, channel, after):
+        """Let a socket of another process watch from frame `after` on; return False if it is too late."""
+        if self.finishing or self.turn is None:
+            return False
+        watcher = replies.RemoteWatcher(layer, channel, self.turn.message_id, self.drop)
+        watcher.queue.put_nowait(self.catchup(after))
+        self.watchers.append(watcher)
+        self.returned()
+        return True
+
+    def detach(self, send):
+        """A socket of this process stopped watching (it closed)."""
+        watcher = self.watching(send)
+        if watcher is not None:
+            self.drop(watcher)
+
+    def detach_remote(self, channel):
+        for watcher in self.watchers:
+            if isinstance(watcher, replies.RemoteWatcher) and watcher.channel == channel:
+                watcher.close()
+                self.drop(watcher)
+                return
+
+    def drop(self, watcher):
+        """Forget a watcher; with nobody left, end the reply now or after CHAT_RESUME_GRACE_S."""
+        if watcher not in self.watchers:
+            return
+        self.watchers.remove(watcher)
+        if self.watchers or self.finishing:
+            return
+        loop = asyncio.get_running_loop()
+        self.left = (loop.time(), self.call.pieces if self.call is not None and self.first_at is not None else 0,
+                     self.first_at is not None)
+        grace = settings.CHAT_RESUME_GRACE_S
+        if grace <= 0:
+            self.cancel("disconnect")
+        elif self.grace is None:
+            self.grace = loop.call_later(grace, self.grace_over)
+
+    def returned(self):
+        self.left = None
+        if self.grace is not None:
+            self.grace.cancel()
+            self.grace = None
+
+    def grace_over(self):
+        self.grace = None
+        if not self.watchers:
+            self.cancel("disconnect")
+
+    # --- the relay --------------------------------------------------------------------------
 
     def check_timeouts(self, now, ttft_s, stall_s):
         """Cancel the reply if its first token, or its next read, is overdue."""
@@ -190,12 +286,13 @@ class Generation:
             await self.relay(provider_for(self.call.model).stream(self.call), loop)
         except Refused as exc:
             return await self.refuse(exc.code, str(exc))
-        except (asyncio.CancelledError, SocketClosed) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                self.task.uncancel()  # our own cancel(), handled here: the rest runs uncancelled
+        except asyncio.CancelledError:
+            self.task.uncancel()  # our own cancel(), handled here: the rest runs uncancelled
             self.reason = self.reason or "disconnect"
             if self.reason in ("first_token_timeout", "stall"):
                 error = UpstreamError(timeout_message(self.reason))
+            elif self.reason == "shutdown":
+                error = UpstreamError("The server restarted mid-reply; what arrived is kept.")
         except UpstreamError as exc:
             error = exc
         except httpx.HTTPError as exc:
@@ -206,16 +303,25 @@ class Generation:
         finally:
             self.ticker.discard(self)
             self.finishing = True
-        if self.turn is not None:
-            await self.finish(error)
-        elif error is not None:
-            await self.refuse(error.code, str(error))
+            if self.grace is not None:
+                self.grace.cancel()
+        try:
+            if self.turn is not None:
+                await self.finish(error)
+            elif error is not None:
+                await self.refuse(error.code, str(error))
+        finally:
+            if self.turn is not None:
+                replies.unregister(self)
+            for watcher in self.watchers:
+                watcher.close()
 
     async def begin(self):
         """Store the person's message and the empty reply, then send `start`."""
         self.turn = await turns.start(self.owner, self.request)
         self.call = self.turn.call
-        self.prefix = '{"type":"delta","message":%d,"text":' % self.turn.message_id
+        self.prefix = '{"type":"delta","message":%d,"seq":' % self.turn.message_id
+        replies.register(self)
         await self.send_start()
         if self.reason:  # stopped, or the socket closed, while it was being stored
             raise asyncio.CancelledError
@@ -257,17 +363,18 @@ class Generation:
 
     async def _send_now(self, text, now):
         self.sent_at = now
-        await self.send_text(self.prefix + json.dumps(text) + "}")
+        self.seq += 1
+        self.sent_len += len(text)
+        self.offsets.append(self.sent_len)
+        await self.send_text(f'{self.prefix}{self.seq},"text":{json.dumps(text)}}}')
 
     async def finish(self, error):
         """Send what is left, store the reply and its record, and send `done` (and `error`)."""
         ended = asyncio.get_running_loop().time()
-        if self.buffer and self.reason != "disconnect":
-            try:
-                await self.flush(ended)
-            except SocketClosed:
-                log.debug("socket closed before the last delta of message %s", self.turn.message_id)
+        if self.buffer:
+            await self.flush(ended)
         ttft_ms = None if self.first_at is None else round((self.first_at - self.started) * 1000)
+        left = self.left if self.reason == "disconnect" else None
         outcome = turns.Outcome(
             text="".join(self.text),
             reason=self.reason,
@@ -276,35 +383,32 @@ class Generation:
             duration_ms=round((ended - self.started) * 1000),
             delivered=self.call.pieces if self.first_at is not None else 0,
         )
+        if left is not None:  # the abandonment is told as it was when the person left
+            outcome.left_ms, outcome.delivered, outcome.left_streaming = (
+                round((left[0] - self.started) * 1000), left[1], left[2])
         # Billing must survive a second cancellation (the server shutting down mid-write).
         done = await asyncio.shield(turns.finish(self.turn, outcome))
-        if self.reason == "disconnect":
-            return
-        try:
-            await self.send_start()
-            if error is not None:
-                await self.send_json({"type": "error", "code": error.code, "message": str(error)})
-            await self.send_json(done)
-        except SocketClosed:
-            log.debug("socket closed before `done` of message %s", self.turn.message_id)
+        await self.send_start()
+        if error is not None:
+            await self.send_json({"type": "error", "code": error.code, "message": str(error)})
+        await self.send_json(done)
 
     async def refuse(self, code, message):
         """Send an `error` frame for a request that did not start."""
-        try:
-            await self.send_json({"type": "error", "code": code, "message": message})
-        except SocketClosed:
-            log.debug("socket closed before the %s error was sent", code)
+        await self.send_json({"type": "error", "code": code, "message": message})
 
     async def send_json(self, payload):
         """Send one JSON frame."""
         await self.send_text(json.dumps(payload))
 
     async def send_text(self, text):
-        """Send one text frame; a socket that closed under us ends the reply as a disconnect."""
-        try:
-            await self.send({"type": "websocket.send", "text": text})
-        except Exception as exc:  # daphne/autobahn raise their own types for a closed connection
-            raise SocketClosed(str(exc)) from exc
+        """Send one text frame to every watcher; one whose socket closed under us is dropped."""
+        for watcher in self.watchers if len(self.watchers) == 1 else tuple(self.watchers):
+            try:
+                await watcher(text)
+            except Exception as exc:  # noqa: BLE001 - daphne/autobahn raise their own types for a closed connection
+                log.debug("dropping a watcher of message %s: %s", self.turn and self.turn.message_id, exc)
+                self.drop(watcher)
 
 
 def timeout_message(reason):

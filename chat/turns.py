@@ -56,6 +56,8 @@ class Outcome:
     ttft_ms: int | None
     duration_ms: int
     delivered: int
+    left_ms: int | None = None  # when the person left, if they did not come back (the grace period)
+    left_streaming: bool | None = None  # whether the reply had begun when they left
 
 
 @database_sync_to_async
@@ -119,12 +121,12 @@ def finish(turn, outcome):
     now = timezone.now()
     abandonment = None
     if abandoned is not None:
+        streaming = outcome.ttft_ms is not None if outcome.left_streaming is None else outcome.left_streaming
         abandonment = {
             "reason": abandoned,
-            "phase": AbandonmentEvent.Phase.BEFORE_FIRST_TOKEN if outcome.ttft_ms is None
-            else AbandonmentEvent.Phase.STREAMING,
+            "phase": AbandonmentEvent.Phase.STREAMING if streaming else AbandonmentEvent.Phase.BEFORE_FIRST_TOKEN,
             "tokens_delivered": outcome.delivered,
-            "elapsed_ms": outcome.duration_ms,
+            "elapsed_ms": outcome.duration_ms if outcome.left_ms is None else outcome.left_ms,
         }
     with transaction.atomic():
         Message.objects.filter(pk=turn.message_id).update(
@@ -141,13 +143,65 @@ def finish(turn, outcome):
             ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms, retries=call.retries,
             history_dropped=turn.history_dropped, error=outcome.error, started=turn.started, finished=now,
         )
+    return done_frame(turn.message_id, message_status, record, outcome.text)
+
+
+def done_frame(message_id, status, record, text):
+    """Return the `done` frame of a stored reply and its usage record (None: no record)."""
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "estimated": False}
+    if record is not None:
+        usage = {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
+                 "estimated": record.estimated}
     return {
         "type": "done",
-        "message": turn.message_id,
-        "status": "failed" if failed else message_status,
-        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                  "estimated": estimated},
-        "cost_usd": None if record.cost_usd is None else f"{record.cost_usd:.10f}",
-        "ttft_ms": outcome.ttft_ms,
-        "html": markdown.render(outcome.text),
+        "message": message_id,
+        "status": status,
+        "usage": usage,
+        "cost_usd": None if record is None or record.cost_usd is None else f"{record.cost_usd:.10f}",
+        "ttft_ms": None if record is None else record.ttft_ms,
+        "html": markdown.render(text),
     }
+
+
+@database_sync_to_async
+def replies_of(owner, conversation_id, message_ids):
+    """Return (ids of the replies streaming in the person's conversation, `done` of each finished one asked for)."""
+    conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+    replies = Message.objects.filter(conversation__in=conversations, role=Message.Role.ASSISTANT)
+    streaming = []
+    if conversation_id is not None:
+        streaming = list(replies.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+                         .values_list("pk", flat=True))
+    done = {}
+    asked = [m for m in message_ids if m not in streaming]
+    for message in replies.filter(pk__in=asked).exclude(status=Message.Status.STREAMING):
+        done[message.pk] = stored_done(message)
+    return streaming, done
+
+
+@database_sync_to_async
+def done_of(owner, message_id):
+    """Return the `done` frame of a stored reply of the person's, or None while it is still streaming."""
+    conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+    message = Message.objects.filter(pk=message_id, conversation__in=conversations).first()
+    if message is None or message.status == Message.Status.STREAMING:
+        return None
+    return stored_done(message)
+
+
+@database_sync_to_async
+def lost_done(owner, message_id):
+    """Return a `failed` done for a reply left `streaming` by a process that died (nothing produces it)."""
+    conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+    message = Message.objects.filter(pk=message_id, conversation__in=conversations).first()
+    if message is None:
+        return None
+    if message.status != Message.Status.STREAMING:
+        return stored_done(message)
+    return done_frame(message.pk, "failed", None, message.content)
+
+
+def stored_done(message):
+    record = UsageRecord.objects.filter(message_id=message.pk).first()
+    failed = record is not None and record.status == UsageRecord.Status.FAILED
+    return done_frame(message.pk, "failed" if failed else message.status, record, message.content)

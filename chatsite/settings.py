@@ -215,6 +215,10 @@ CHAT_RETRY_MAX_WAIT = env.number("CHAT_RETRY_MAX_WAIT", 20.0, minimum=0)
 CHAT_CONNECT_TIMEOUT = env.number("CHAT_CONNECT_TIMEOUT", 10.0, minimum=0.1)
 CHAT_FIRST_TOKEN_TIMEOUT = env.number("CHAT_FIRST_TOKEN_TIMEOUT", 60.0, minimum=0.1)
 CHAT_STALL_TIMEOUT = env.number("CHAT_STALL_TIMEOUT", 30.0, minimum=0.1)
+# A reply whose person left keeps generating this long for them to come back (reload, reconnect,
+# another tab); 0 ends it at the disconnect. On SIGTERM, replies in flight get this long to finish.
+CHAT_RESUME_GRACE_S = env.number("CHAT_RESUME_GRACE_S", 20.0, minimum=0, maximum=3600)
+CHAT_SHUTDOWN_TIMEOUT = env.number("CHAT_SHUTDOWN_TIMEOUT", 10.0, minimum=0, maximum=3600)
 # The demo model's pace: time to first token and gap between tokens, in milliseconds.
 CHAT_DEMO_TTFT_MS = env.integer("CHAT_DEMO_TTFT_MS", 350, minimum=0)
 CHAT_DEMO_GAP_MS = env.integer("CHAT_DEMO_GAP_MS", 25, minimum=0)

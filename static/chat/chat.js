@@ -3,7 +3,7 @@
 // Streamed text is only ever added as text (Text.appendData); the one HTML put in the page is
 // `done.html`, which the server renders from Markdown and sanitises.
 
-import { Connection } from "./connection.js";
+import { Connection, Replies } from "./connection.js";
 import { Sidebar, titleFrom } from "./sidebar.js";
 import { decorateCode, figuresList } from "./reply.js";
 
@@ -26,6 +26,8 @@ let conversation = main.dataset.conversation ? Number(main.dataset.conversation)
 let turn = null; // the reply in flight: {item, userEl, replyEl, state, messageId, ...}
 let outbox = null; // the one message waiting to be sent: {content, model, stream, userEl}
 let stick = true;
+const replies = new Replies(); // the seqs of the replies in flight on this page
+let resuming = false; // a `resume` was sent and its `resumed` has not come yet
 
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${main.dataset.wsPath}`;
 const connection = new Connection(wsUrl, { onFrame: received, onState: showConnection, onClose: connectionLost });
@@ -182,7 +184,7 @@ stopButton.addEventListener("click", () => {
 // Stop the reply: the page freezes it at once and tells the server, which answers with `done`.
 function stop() {
   if (turn === null || turn.state === "stopping") return;
-  connection.send({ type: "stop" });
+  connection.send(turn.messageId === null ? { type: "stop" } : { type: "stop", message: turn.messageId });
   turn.state = "stopping";
   turn.reply.caret.remove();
   setStatusText(turn.reply, "Stopping…");
@@ -195,6 +197,7 @@ function stop() {
 
 function setStatusText(reply, text) {
   let mark = reply.article.querySelector(".mark");
+  if (!text) return mark?.remove();
   if (!mark) mark = reply.article.querySelector(".bubble").appendChild(element("p", "mark stopped"));
   mark.textContent = text;
 }
@@ -215,11 +218,14 @@ function received(frame) {
   if (frame.type === "start") return started(frame);
   if (frame.type === "done") return done(frame);
   if (frame.type === "error") return failed(frame);
+  if (frame.type === "catchup") return caughtUp(frame);
+  if (frame.type === "resumed") return resumed(frame);
 }
 
 function started(frame) {
   if (turn === null) return;
   turn.messageId = frame.message;
+  replies.track(frame.message);
   turn.reply.article.dataset.id = frame.message;
   turn.startedAt = performance.now();
   if (turn.state === "waiting") turn.state = "streaming";
@@ -236,17 +242,94 @@ function started(frame) {
 }
 
 function delta(frame) {
-  if (turn === null || frame.message !== turn.messageId || turn.state === "stopping") return;
+  if (turn === null || frame.message !== turn.messageId) return;
+  const text = replies.delta(frame);
+  if (text === null) return resume(); // a frame went missing: ask for the rest
+  if (turn.state === "stopping" || !text) return;
   if (turn.firstAt === null) turn.firstAt = performance.now();
-  turn.reply.text.appendData(frame.text);
+  turn.reply.text.appendData(text);
   follow();
 }
 
+// A reply in flight, from the seq this page has: the one it waits for, or one another tab started.
+function caughtUp(frame) {
+  if (turn === null) {
+    turn = { item: null, model: frame.model, userEl: null, state: "streaming", reply: adoptReply(frame.message),
+             messageId: frame.message, firstAt: null, error: null, stopTimer: null };
+  } else if (turn.messageId === null) {
+    turn.messageId = frame.message; // the `send` whose `start` the lost connection took with it
+    turn.reply.article.dataset.id = frame.message;
+  } else if (turn.messageId !== frame.message) {
+    return;
+  }
+  turn.caught = true;
+  if (turn.state === "waiting" || turn.state === "reconnecting") turn.state = "streaming";
+  if (turn.state === "streaming") setStatusText(turn.reply, "");
+  if (conversation !== frame.conversation) {
+    conversation = frame.conversation;
+    main.dataset.conversation = conversation;
+  }
+  const text = replies.catchup(frame);
+  if (text === null) return resume();
+  if (turn.state === "stopping" || !text) return updateControls();
+  if (turn.firstAt === null) turn.firstAt = performance.now();
+  turn.reply.text.appendData(text);
+  follow();
+  updateControls();
+}
+
+// The server has answered a `resume`: a reply it no longer knows of cannot be waited for.
+function resumed(frame) {
+  resuming = false;
+  if (turn !== null && !turn.caught && (turn.state === "reconnecting" || turn.state === "stopping")) {
+    if (turn.messageId === null) {
+      finishLocally("failed", "The connection was lost before the reply started; it may not have been sent.");
+    } else if (!frame.messages.includes(turn.messageId)) {
+      finishLocally("stopped", "Stopped: the connection was lost. What arrived is kept.");
+    }
+  }
+}
+
+// Take over the newest reply of the transcript (rendered while it streamed), or add one.
+function adoptReply(message) {
+  const article = transcript.querySelector(`.message.assistant[data-id="${message}"]`);
+  if (article === null) {
+    const reply = addReply();
+    reply.article.dataset.id = message;
+    return reply;
+  }
+  article.dataset.status = "streaming";
+  article.setAttribute("aria-busy", "true");
+  article.querySelector(".mark")?.remove();
+  let content = article.querySelector(".content");
+  content.className = "content text streaming";
+  content.textContent = "";
+  const text = document.createTextNode("");
+  const caret = element("span", "caret");
+  caret.setAttribute("aria-hidden", "true");
+  content.append(text, caret);
+  return { article, content, text, caret };
+}
+
+// Ask the server for the replies in flight in this conversation, from the seq this page has of each.
+function resume() {
+  if (!connection.isOpen || (conversation === null && turn === null)) return;
+  if (conversation === null) return;
+  resuming = true;
+  connection.send({ type: "resume", conversation, have: replies.have() });
+}
+
 function done(frame) {
+  if (turn === null && replies.seen.has(frame.message)) {
+    // A reply this page showed as streaming ended while it was away: show it as stored.
+    turn = { item: null, model: "", userEl: null, state: "streaming", reply: adoptReply(frame.message),
+             messageId: frame.message, firstAt: null, error: null, stopTimer: null };
+  }
   if (turn === null || frame.message !== turn.messageId) return;
   const ended = turn;
   clearTimeout(ended.stopTimer);
   turn = null;
+  replies.forget(frame.message);
   const reply = ended.reply;
   reply.content.className = "content markdown";
   if (frame.html) {
@@ -258,7 +341,8 @@ function done(frame) {
   }
   reply.caret = null;
   const seconds = ended.firstAt === null ? 0 : (performance.now() - ended.firstAt) / 1000;
-  reply.article.querySelector(".bubble").append(figuresList(frame, ended.item.model, seconds));
+  reply.article.querySelector(".bubble").querySelector(".figures")?.remove();
+  reply.article.querySelector(".bubble").append(figuresList(frame, ended.item?.model ?? ended.model ?? "", seconds));
   const message = frame.status === "failed" ? `Failed: ${ended.error?.message || "the reply could not be finished."}` : "";
   endReply(reply, frame.status, message, frame.status === "completed" ? null : ended.item);
   follow();
@@ -299,16 +383,25 @@ function showConnection(state, delay) {
   let text = STATES[state];
   if (delay !== undefined) text += ` in ${Math.max(1, Math.round(delay / 1000))} s…`;
   indicator.querySelector(".connection-text").textContent = text;
-  if (state === "open") pump();
+  if (state === "open") {
+    if (turn !== null || replies.seen.size) resume();
+    pump();
+  }
   if (state === "expired" && outbox !== null) setNote(outbox.userEl, "Not sent: reload the page and send it again.");
 }
 
+// The socket closed: the server keeps the reply going for a while, so wait to reconnect and resume it.
 function connectionLost() {
+  resuming = false;
   if (turn === null) return;
-  if (turn.messageId === null) {
+  if (turn.messageId === null && conversation === null) {
     finishLocally("failed", "The connection was lost before the reply started; it may not have been sent.");
-  } else {
-    finishLocally("stopped", "Stopped: the connection was lost. What arrived is kept.");
+    return;
+  }
+  turn.caught = false;
+  if (turn.state !== "stopping") {
+    turn.state = "reconnecting";
+    setStatusText(turn.reply, "Reconnecting…");
   }
 }
 
@@ -327,6 +420,10 @@ function startOver({ keepTranscript = false } = {}) {
 // --- start -------------------------------------------------------------------------------
 
 document.querySelectorAll(".message.assistant .markdown").forEach(decorateCode);
+// A reply still streaming when the page was loaded (a reload mid-reply): resumed once connected.
+for (const article of transcript.querySelectorAll('.message.assistant[data-status="streaming"]')) {
+  replies.track(Number(article.dataset.id));
+}
 transcript.scrollTop = transcript.scrollHeight;
 connection.connect();
 updateControls();

@@ -17,6 +17,9 @@ export class Connection {
     this.timer = null;
     this.stopped = false;
     window.addEventListener("online", () => this.reconnectNow());
+    // Offline, an open socket is as good as dead (a phone may not notice for minutes): close it and
+    // reconnect when the network is back; the replies in flight are resumed where they were.
+    window.addEventListener("offline", () => this.socket?.close());
     window.addEventListener("pagehide", () => { this.stopped = true; });
   }
 
@@ -79,5 +82,52 @@ export class Connection {
     if (!this.isOpen) return false;
     this.socket.send(JSON.stringify(frame));
     return true;
+  }
+}
+
+// The replies this page shows while they stream: the last frame (`seq`) of each it has, so a
+// reconnecting page asks for exactly the rest and a frame seen twice is never shown twice.
+export class Replies {
+  constructor() {
+    this.seen = new Map(); // message id -> {seq, lengths: Map(seq -> characters shown up to it)}
+  }
+
+  track(message, seq = 0, length = 0) {
+    if (!this.seen.has(message)) this.seen.set(message, { seq, lengths: new Map([[seq, length]]) });
+  }
+
+  forget(message) {
+    this.seen.delete(message);
+  }
+
+  // The `have` of a `resume` frame: {message id: last seq}.
+  have() {
+    const have = {};
+    for (const [message, state] of this.seen) have[message] = state.seq;
+    return have;
+  }
+
+  // Return the text of a `delta` to show, "" for one already shown, or null after a gap (resume).
+  delta(frame) {
+    const state = this.seen.get(frame.message);
+    if (state === undefined || frame.seq === undefined) return frame.text; // an older server: no seqs
+    if (frame.seq <= state.seq) return "";
+    if (frame.seq > state.seq + 1) return null;
+    state.lengths.set(frame.seq, state.lengths.get(state.seq) + frame.text.length);
+    state.seq = frame.seq;
+    return frame.text;
+  }
+
+  // Return the text of a `catchup` to show (what this page lacks of it), or null if it cannot be placed.
+  catchup(frame) {
+    this.track(frame.message);
+    const state = this.seen.get(frame.message);
+    if (frame.seq <= state.seq) return "";
+    const base = state.lengths.get(frame.after);
+    if (frame.after > state.seq || base === undefined) return null;
+    const shown = state.lengths.get(state.seq);
+    state.lengths.set(frame.seq, base + frame.text.length);
+    state.seq = frame.seq;
+    return frame.text.slice(shown - base);
   }
 }

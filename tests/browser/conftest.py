@@ -27,7 +27,10 @@ SLOW = "mock/slow+ttft=100+gap=50+tokens=160"
 MARKDOWN = "mock/x+reply=markdown+gap=40"
 XSS = "mock/x+reply=xss+gap=0"  # no gap: whole tags arrive inside one frame
 FAULT = "mock/x+fault=400"
-MODELS = [FAST, SLOW, MARKDOWN, XSS, FAULT]
+RESUME = "mock/resume+ttft=50+gap=25+tokens=120"  # three seconds of reply: long enough to reload in
+LONG = "mock/long+ttft=50+gap=25+tokens=400"  # outlasts the grace period
+MODELS = [FAST, SLOW, MARKDOWN, XSS, FAULT, RESUME, LONG]
+GRACE_S = 4  # CHAT_RESUME_GRACE_S of the live server: outlasts a two-second outage, short for the suite
 TIMEOUT_MS = 30_000  # the machine is shared and slow: wait generously, assert on outcomes
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -85,6 +88,7 @@ def server_env(database, mock_base):
         MOCK_API_KEY="test",
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
+        CHAT_RESUME_GRACE_S=str(GRACE_S),
     )
     return env
 
@@ -158,7 +162,7 @@ def orm(database, django_db_blocker):
     connection.close()
     connection.settings_dict["NAME"] = str(database)
     with django_db_blocker.unblock():
-        for model in (FAST, SLOW, MARKDOWN):
+        for model in (FAST, SLOW, MARKDOWN, RESUME):
             ModelPrice.objects.get_or_create(
                 model=model, defaults={"input_per_mtok": Decimal("0.40"), "output_per_mtok": Decimal("1.60")}
             )

@@ -107,19 +107,6 @@ def test_it_stops_the_reply_at_once(page, mock):
     wait_for_reply(page)
 
 
-def test_it_records_a_tab_closed_mid_reply(page, mock):
-    send(page, "Tell me a long story", SLOW)
-    wait_for_text(page, 10)
-    message_id = reply_id(page)
-    page.close()
-    record = record_of(message_id, "disconnected")
-    event = AbandonmentEvent.objects.get(record=record)
-    assert event.reason == "disconnect" and event.phase == "streaming"
-    assert Message.objects.get(pk=message_id).status == "stopped"
-    assert mock.wait_idle(10)
-    assert mock.stats(log=False)["closed_early"] == 1
-
-
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_it_never_runs_markup_from_the_model(page, stream):
     send(page, "Say something dangerous", XSS, stream=stream)
@@ -157,20 +144,6 @@ def test_it_shows_the_stored_conversation_in_a_second_tab_and_after_a_reload(pag
     send(other, "And again", FAST)
     wait_for_reply(other)
     assert conversation.messages.count() == 4
-
-
-def test_it_shows_a_reply_interrupted_by_a_reload_as_stopped(page):
-    send(page, "Tell me a long story", SLOW)
-    wait_for_text(page, 10)
-    message_id = reply_id(page)
-    page.reload()
-    page.wait_for_selector('#connection[data-state="open"]')
-    reply = page.locator(f'.message.assistant[data-id="{message_id}"]')
-    expect(reply).to_have_count(1)
-    assert reply.get_attribute("data-status") in ("streaming", "stopped")
-    expect(reply.locator(".mark")).to_contain_text("Stopped")
-    expect(reply.locator(".content")).not_to_be_empty()
-    record_of(message_id, "disconnected")
 
 
 def test_it_shows_an_upstream_error_and_keeps_working(page):

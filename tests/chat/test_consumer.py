@@ -187,6 +187,7 @@ async def test_it_records_a_stop_before_the_first_token(alice_session, settings)
 
 async def test_it_records_a_disconnect_mid_stream(alice_session, settings):
     settings.CHAT_DEMO_GAP_MS = 20
+    settings.CHAT_RESUME_GRACE_S = 0  # no grace period: the disconnect ends the reply at once
     ws = await connect(alice_session)
     await ws.send_json_to({"type": "send", "content": "tell me about streaming"})
     assert (await ws.receive_json_from(timeout=5))["type"] == "start"

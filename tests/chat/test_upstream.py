@@ -146,6 +146,7 @@ async def test_it_closes_the_upstream_when_stopped_mid_stream(alice_session, set
 
 @pytest.mark.parametrize("model", [OPENAI, ANTHROPIC])
 async def test_it_closes_the_upstream_when_the_socket_closes(alice_session, settings, use_mock, model):
+    settings.CHAT_RESUME_GRACE_S = 0  # no grace period: the disconnect ends the reply at once
     slow = model + "+gap=30+tokens=200"
     allow(settings, slow)
     ws = await connect(alice_session)

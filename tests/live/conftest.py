@@ -13,7 +13,7 @@ from tests.live.servers import (
 )
 
 # Four tokens, each its own frame (CHAT_FLUSH_MS=0), far enough apart to stop between any two.
-SHORT = "mock/short+ttft=60+gap=60+tokens=4"
+SHORT = "mock/short+ttft=60+gap=120+tokens=4"
 FAST = "mock/fast+ttft=5+gap=1+tokens=4"
 SLOW = "mock/slow+ttft=50+gap=40+tokens=60"
 MODELS = [SHORT, FAST, SLOW]

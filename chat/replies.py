@@ -1,0 +1,210 @@
+"""Replies in flight: who watches each, and how another socket or another process finds it.
+
+A Generation sends its frames to its watchers: the socket that asked for it, and any socket of the
+same person that resumed it since (a reload, a reconnect, a second tab). A watcher on this process
+is a direct ASGI send; one on another process is a channel-layer channel, fed by a queue and a task
+of its own so the relay never waits for Redis. Each process answers for the replies it produces
+through one channel of its own (the Hub), in the group `reply.<message id>` of each: only with a
+layer shared between processes (channels-redis), and only two layer calls per reply.
+"""
+
+import asyncio
+import logging
+import sys
+
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+in_flight = {}  # message id -> the Generation producing it on this process
+
+
+def group_of(message_id):
+    return f"reply.{message_id}"
+
+
+class LocalWatcher:
+    """A socket on this process: frames go straight to its ASGI send."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send):
+        self.send = send
+
+    async def __call__(self, text):
+        await self.send({"type": "websocket.send", "text": text})
+
+    def close(self):
+        """Called once the reply has sent its last frame."""
+
+
+class RemoteWatcher:
+    """A socket on another process, reached through its consumer's channel, in order and without blocking."""
+
+    __slots__ = ("layer", "channel", "message_id", "queue", "task", "on_lost")
+
+    def __init__(self, layer, channel, message_id, on_lost):
+        self.layer, self.channel, self.message_id, self.on_lost = layer, channel, message_id, on_lost
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self.pump())
+
+    async def __call__(self, text):
+        self.queue.put_nowait(text)
+
+    def close(self):
+        self.queue.put_nowait(None)
+
+    async def pump(self):
+        """Forward queued frames to the watcher's channel; a channel that is gone drops the watcher."""
+        while (text := await self.queue.get()) is not None:
+            try:
+                await self.layer.send(self.channel, {"type": "reply.frame", "text": text})
+            except Exception as exc:  # noqa: BLE001 - ChannelFull, or the layer is down: this watcher is lost
+                log.info("dropping remote watcher %s: %s", self.channel, exc.__class__.__name__)
+                self.on_lost(self)
+                return
+        try:
+            await self.layer.send(self.channel, {"type": "reply.end", "message": self.message_id})
+        except Exception as exc:  # noqa: BLE001 - the watcher went away first
+            log.info("remote watcher %s gone before the end: %s", self.channel, exc.__class__.__name__)
+
+
+def shared_layer():
+    """Return the channel layer if it reaches other processes (channels-redis), else None."""
+    layer = get_channel_layer()
+    return None if layer is None or isinstance(layer, InMemoryChannelLayer) else layer
+
+
+class Hub:
+    """This process's answers about its replies in flight: resume, stop, unwatch (one per event loop)."""
+
+    _hubs = {}
+
+    def __init__(self, loop, layer):
+        self.loop, self.layer = loop, layer
+        self.channel = None
+        self.ready = None
+        self.task = None
+
+    @classmethod
+    def get(cls):
+        """Return this loop's hub, or None when no other process can ask."""
+        layer = shared_layer()
+        if layer is None:
+            return None
+        loop = asyncio.get_running_loop()
+        hub = cls._hubs.get(loop)
+        if hub is None:
+            hub = cls._hubs[loop] = cls(loop, layer)
+            hub.ready = loop.create_task(hub.open())
+        return hub
+
+    async def open(self):
+        self.channel = await self.layer.new_channel("reply-hub.")
+        self.task = self.loop.create_task(self.listen())
+
+    async def join(self, message_id):
+        """Answer for `message_id` from now on."""
+        try:
+            await self.ready
+            await self.layer.group_add(group_of(message_id), self.channel)
+        except Exception:  # noqa: BLE001 - without the layer only this process can resume it
+            log.exception("cannot announce reply %s on the channel layer", message_id)
+
+    async def leave(self, message_id):
+        try:
+            await self.ready
+            await self.layer.group_discard(group_of(message_id), self.channel)
+        except Exception:  # noqa: BLE001 - the group expires by itself
+            log.exception("cannot withdraw reply %s from the channel layer", message_id)
+
+    async def listen(self):
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a layer outage must not end the hub
+                log.exception("reply hub: receive failed")
+                await asyncio.sleep(1)
+                continue
+            try:
+                self.handle(message)
+            except Exception:  # noqa: BLE001 - one bad message must not end the hub
+                log.exception("reply hub: cannot handle %r", message.get("type"))
+
+    def handle(self, message):
+        generation = in_flight.get(message.get("message"))
+        kind = message.get("type")
+        if kind == "reply.unwatch":
+            if generation is not None:
+                generation.detach_remote(message["reply_to"])
+            return
+        if generation is None or generation.owner.key != message.get("owner"):
+            if kind == "reply.watch":
+                self.loop.create_task(self.layer.send(message["reply_to"], {"type": "reply.gone",
+                                                                            "message": message.get("message")}))
+            return
+        if kind == "reply.watch":
+            if not generation.attach_remote(self.layer, message["reply_to"], message.get("after", 0)):
+                self.loop.create_task(self.layer.send(message["reply_to"], {"type": "reply.gone",
+                                                                            "message": message["message"]}))
+        elif kind == "reply.stop":
+            generation.cancel("stop")
+
+
+def register(generation):
+    """Make a reply findable while it is in flight (this process; others through the hub)."""
+    in_flight[generation.turn.message_id] = generation
+    watch_for_shutdown()
+    hub = Hub.get()
+    if hub is not None:
+        generation.hub = hub
+        hub.loop.create_task(hub.join(generation.turn.message_id))
+
+
+def unregister(generation):
+    message_id = generation.turn.message_id
+    if in_flight.get(message_id) is generation:
+        del in_flight[message_id]
+    if generation.hub is not None:
+        generation.hub.loop.create_task(generation.hub.leave(message_id))
+
+
+# --- graceful shutdown ----------------------------------------------------------------------
+
+_shutdown_hooked = False
+
+
+def watch_for_shutdown():
+    """Under daphne, finish or store the replies in flight before the process exits (once per process)."""
+    global _shutdown_hooked
+    if _shutdown_hooked:
+        return
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not getattr(reactor, "running", False):
+        return
+    from twisted.internet import defer
+
+    _shutdown_hooked = True
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
+    )
+
+
+async def drain(timeout=None):
+    """Let the replies in flight finish for up to CHAT_SHUTDOWN_TIMEOUT, then end the rest, stored."""
+    from chat.relay import Ticker
+
+    timeout = settings.CHAT_SHUTDOWN_TIMEOUT if timeout is None else timeout
+    generations = {*in_flight.values(), *Ticker.get().active}
+    tasks = {g.task for g in generations if g.task is not None and not g.task.done()}
+    if not tasks:
+        return
+    log.info("shutting down: %d replies in flight get %g s to finish", len(tasks), timeout)
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for generation in generations:
+        generation.cancel("shutdown")
+    if pending:
+        await asyncio.wait(pending, timeout=30)

@@ -1,0 +1,150 @@
+"""Replies that survive the page: a reload, a network cut, a second tab, a closed tab, another process."""
+
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from billing.models import AbandonmentEvent, UsageRecord
+from chat.models import Message
+from tests.browser.conftest import FAST, GRACE_S, LONG, RESUME, TIMEOUT_MS, last_reply, open_chat, send, wait_for, wait_for_reply
+
+pytestmark = pytest.mark.browser
+
+LAST = "[...document.querySelectorAll('.message.assistant')].pop()"
+
+
+def screen_text(tab):
+    return tab.evaluate(f"() => {LAST}?.querySelector('.content').textContent ?? ''")
+
+
+def wait_for_text(tab, length):
+    tab.wait_for_function(f"() => ({LAST}?.querySelector('.content').textContent.length ?? 0) > {length}")
+
+
+def reply_id(tab):
+    tab.wait_for_function(f"() => {LAST}?.dataset.id")
+    return int(last_reply(tab).get_attribute("data-id"))
+
+
+def streaming(tab):
+    return tab.evaluate(f"() => {LAST}?.dataset.status === 'streaming'")
+
+
+def sample_while_streaming(tab, samples):
+    """Read the reply's text every 100 ms until it ends (each read must be a prefix of the final text)."""
+    while streaming(tab):
+        samples.append(screen_text(tab))
+        tab.wait_for_timeout(100)
+
+
+def sent_by_mock(mock, tag):
+    entries = [e for e in mock.stats()["log"] if e["tag"] == tag]
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def check_one_completed_reply(tab, mock, tag, message_id, samples):
+    """The screen shows exactly what the upstream sent, stored once, billed once as completed."""
+    reply = wait_for_reply(tab)
+    assert int(reply.get_attribute("data-id")) == message_id, "the same reply continued"
+    assert mock.wait_idle(10)
+    sent = sent_by_mock(mock, tag)
+    assert sent["status"] == "completed" and sent["tokens_sent"] == 120
+    final = screen_text(tab).strip()
+    assert final == sent["text"].strip()
+    partial = [s for s in samples if s]
+    assert partial, "the reply was seen streaming after the interruption"
+    for sample in partial:
+        assert final.startswith(sample.strip()) or sample.strip() == final, "a gap or a duplicate was shown"
+    message = Message.objects.get(pk=message_id)
+    assert message.status == "completed" and message.content == sent["text"]
+    records = UsageRecord.objects.filter(message_id=message_id)
+    assert [r.status for r in records] == ["completed"]
+    assert tab.locator(".message.assistant").count() == 1
+
+
+def test_it_continues_the_same_reply_after_a_reload(page, mock):
+    send(page, "reload me", RESUME)
+    wait_for_text(page, 20)
+    message_id = reply_id(page)
+    page.reload()
+    page.wait_for_selector('#connection[data-state="open"]')
+    samples = []
+    sample_while_streaming(page, samples)
+    check_one_completed_reply(page, mock, "reload me", message_id, samples)
+    expect(last_reply(page).locator(".figures")).to_contain_text("Cost")
+
+
+def test_it_continues_the_reply_after_a_two_second_network_cut(page, context, mock):
+    send(page, "cut me off", RESUME)
+    wait_for_text(page, 20)
+    message_id = reply_id(page)
+    context.set_offline(True)
+    expect(page.locator("#connection")).not_to_have_attribute("data-state", "open")
+    expect(last_reply(page).locator(".mark")).to_contain_text("Reconnecting")
+    page.wait_for_timeout(2000)
+    context.set_offline(False)
+    samples = []
+    sample_while_streaming(page, samples)
+    check_one_completed_reply(page, mock, "cut me off", message_id, samples)
+
+
+def test_it_shows_the_reply_live_in_a_second_tab_whose_stop_stops_both(page, context, mock):
+    send(page, "watch me", RESUME)
+    wait_for_text(page, 20)
+    message_id = reply_id(page)
+    other = open_chat(context.new_page(), page.url)
+    mirror = other.locator(f'.message.assistant[data-id="{message_id}"]')
+    expect(mirror).to_have_attribute("data-status", "streaming")
+    seen = len(screen_text(other))
+    other.wait_for_function(f"() => {LAST}.querySelector('.content').textContent.length > {seen}")
+    assert screen_text(page).startswith(screen_text(other)[:20])
+    other.get_by_role("button", name="Stop").click()
+    for tab in (other, page):
+        wait_for_reply(tab, "stopped")
+        expect(tab.get_by_role("button", name="Stop")).to_be_hidden()
+    assert mock.wait_idle(10)
+    record = UsageRecord.objects.get(message_id=message_id)
+    assert record.status == "stopped" and AbandonmentEvent.objects.get(record=record).reason == "stop"
+    assert sent_by_mock(mock, "watch me")["status"] == "closed_early"
+    stored = Message.objects.get(pk=message_id).content
+    for tab in (page, other):
+        assert screen_text(tab).strip() == stored.strip()
+    other.close()
+
+
+def test_it_records_a_tab_closed_and_not_reopened_after_the_grace_period(page, mock):
+    send(page, "Tell me a long story", LONG)
+    wait_for_text(page, 10)
+    message_id = reply_id(page)
+    page.close()
+    closed = time.time()
+    time.sleep(1)
+    assert mock.stats(log=False)["open_streams"] == 1, "the upstream goes on during the grace period"
+    record = wait_for(lambda: UsageRecord.objects.filter(message_id=message_id).first(), GRACE_S + 20,
+                      "the record written when the grace period ends")
+    assert record.status == "disconnected"
+    event = AbandonmentEvent.objects.get(record=record)
+    assert event.reason == "disconnect" and event.phase == "streaming"
+    assert event.elapsed_ms <= record.duration_ms - GRACE_S * 1000 + 500
+    assert Message.objects.get(pk=message_id).status == "stopped"
+    assert mock.wait_idle(10)
+    sent = sent_by_mock(mock, "Tell me a long story")
+    assert sent["status"] == "closed_early"
+    assert sent["ended_at"] - closed >= GRACE_S - 0.5, "the upstream was closed when the grace period ended"
+    assert sent["ended_at"] - closed < GRACE_S + 10
+
+
+def test_it_keeps_the_page_usable_after_resuming(page, mock):
+    send(page, "first", RESUME)
+    wait_for_text(page, 10)
+    page.reload()
+    page.wait_for_selector('#connection[data-state="open"]')
+    wait_for_reply(page)
+    send(page, "second", FAST)
+    expect(page.locator(".message.assistant")).to_have_count(2, timeout=TIMEOUT_MS)
+    wait_for_reply(page)
+    first, second = Message.objects.filter(conversation__title="first", role="assistant").order_by("pk")
+    assert [first.status, second.status] == ["completed", "completed"]
+    assert UsageRecord.objects.filter(message__in=[first, second], status="completed").count() == 2

@@ -99,18 +99,20 @@ def test_it_renders_a_stored_conversation(alice):
         assert 'aria-current="page"' in page
 
 
-def test_it_shows_an_interrupted_reply_as_stopped(alice):
+def test_it_shows_a_stopped_reply_as_stopped_and_one_in_flight_as_streaming(alice):
     chat = conversation_of(alice)
-    Message.objects.create(conversation=chat, role="user", content="go on")
-    Message.objects.create(conversation=chat, role="assistant", content="", status="streaming")
     Message.objects.create(conversation=chat, role="user", content="and again")
     Message.objects.create(conversation=chat, role="assistant", content="Half a rep", status="stopped")
+    Message.objects.create(conversation=chat, role="user", content="go on")
+    streaming = Message.objects.create(conversation=chat, role="assistant", content="", status="streaming")
     response = alice.get(f"/c/{chat.pk}/")
     assert response.status_code == 200
     page = response.content.decode()
-    assert page.count('class="mark stopped"') == 2
-    assert "No text was stored for this reply." in page
+    assert page.count('class="mark stopped"') == 1
     assert "<p>Half a rep</p>" in page
+    # The page resumes a reply still in flight (chat.js): it is shown streaming, not stopped.
+    assert f'data-id="{streaming.pk}" data-status="streaming"' in page
+    assert '<div class="content text streaming"></div>' in page
 
 
 def test_it_keeps_the_page_get_to_a_few_queries(alice):

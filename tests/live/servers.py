@@ -52,7 +52,7 @@ def live_postgres():
     if not base.startswith("postgres"):
         base = "postgres://postgres@127.0.0.1:5432/chatsite"
     parts = urllib.parse.urlsplit(base)
-    name = f"{parts.path.lstrip('/') or 'chatsite'}_live"
+    name = f"{parts.path.lstrip('/') or 'chatsite'}_live_{os.getpid()}"  # runs at once must not share it
     return parts._replace(path="/postgres").geturl(), parts._replace(path=f"/{name}").geturl(), name
 
 

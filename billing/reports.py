@@ -69,11 +69,11 @@ def group_keys(by, prefix=""):
     return keys
 
 
-def cost_sum(field="cost_usd"):
+def cost_sum(field="cost_usd", filter=None):
     """Return an exact sum of a cost field: numeric on PostgreSQL, integer 1e-10 units elsewhere."""
     if connection.vendor == "postgresql":
-        return Sum(field)
-    return Sum(CostUnits(field))
+        return Sum(field, filter=filter)
+    return Sum(CostUnits(field), filter=filter)
 
 
 def sums():

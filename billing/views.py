@@ -1,11 +1,14 @@
-"""The billing dashboard in the admin: what we spend, how fast it is, and who leaves, for a period."""
+"""The billing dashboard in the admin (spend, speed, who leaves), and a signed-in person's own usage page."""
 
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
 
-from billing import charts, dashboard
+from billing import charts, dashboard, personal
 from billing.models import UsageRecord
 
 
@@ -69,3 +72,11 @@ def draw(f):
 def share(row, column):
     """Return a bucket's count in `column` as a share of its requests."""
     return row[column] / row["requests"] if row["requests"] else 0
+
+
+@login_required
+def my_usage(request):
+    """Show the signed-in person what they spent today and this month, and their daily budget left."""
+    if not getattr(settings, "CHAT_SHOW_USAGE", True):  # a setting the chat page may grow: off hides usage
+        raise Http404("Usage is not shown on this site.")
+    return render(request, "billing/my_usage.html", personal.spending(request.user))

@@ -42,6 +42,7 @@ def index(request, conversation_id=None):
         "transcript": transcript(selected["id"]) if selected else [],
         "models": settings.CHAT_MODELS,
         "model": selected["model"] if selected and selected["model"] in settings.CHAT_MODELS else settings.CHAT_MODELS[0],
+        "show_usage": getattr(settings, "CHAT_SHOW_USAGE", True),  # the link to billing's own-usage page
     }
     return render(request, "chat/index.html", context)
 

@@ -29,7 +29,8 @@ DATE_SUFFIX = "-2025-04-14"
 OPTIONS = {"ttft": float, "gap": float, "tokens": int, "cached": int, "cache_write": int, "cost": float,
            "reply": str, "fault": str, "after": int, "retry_after": float}
 STATUS_FAULT = re.compile(r"(400|401|429|500|502|503|504)(?:x(\d+))?")
-FAULTS = {"drop_before", "stall_first", "stall_mid", "drop_mid", "malformed", "error_mid", "no_usage", "no_done"}
+FAULTS = {"drop_before", "stall_first", "stall_mid", "drop_mid", "malformed", "error_mid", "rate_limit_mid",
+          "no_usage", "null_usage", "no_done", "no_finish"}
 
 
 class BadRequest(Exception):
@@ -87,7 +88,11 @@ class Plan:
         return "max_tokens" if self.truncated else "end_turn"
 
     def usage(self, sent):
-        """Return the protocol's usage object for a reply of `sent` tokens."""
+        """Return the protocol's usage object for a reply of `sent` tokens (counts null under null_usage)."""
+        if self.fault == "null_usage":
+            if self.api == "openai":
+                return {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
+            return {"input_tokens": None, "output_tokens": None}
         if self.api == "openai":
             details = {"cached_tokens": self.cached, "audio_tokens": 0}
             if self.cache_write:

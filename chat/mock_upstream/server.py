@@ -12,7 +12,7 @@ log = logging.getLogger(__package__)
 
 MAX_HEAD, MAX_BODY = 65536, 16 * 1024 * 1024
 JSON_OF = {word + " ": encoded for word, encoded in zip(WORDS, WORD_JSON)}
-MID_FAULTS = {"stall_mid", "drop_mid", "malformed", "error_mid"}
+MID_FAULTS = {"stall_mid", "drop_mid", "malformed", "error_mid", "rate_limit_mid"}
 API_PATHS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
 
 
@@ -62,8 +62,8 @@ class Reply:
         if last:
             if fault == "malformed":
                 parts.append(b"data: {not json\n\n")
-            elif fault == "error_mid":
-                parts.append(events.error())
+            elif fault in ("error_mid", "rate_limit_mid"):
+                parts.append(events.error(rate_limit=fault == "rate_limit_mid"))
             elif fault not in ("stall_mid", "drop_mid"):
                 parts.append(events.tail(end))
         data = chunk(b"".join(parts))
@@ -87,7 +87,7 @@ class Reply:
         conn, plan, fault = self.conn, self.plan, self.plan.fault
         if conn.closed:
             return
-        if fault == "error_mid":
+        if fault in ("error_mid", "rate_limit_mid"):
             self.record.http_status = 500
             self.settle("error_status")
             conn.respond_json(500, error_body(plan.api, 500, "The server had an error while processing your request."))

@@ -57,14 +57,18 @@ class OpenAIEvents:
         return self.token_prefix + text_json + b'},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
 
     def tail(self, sent):
-        plan = self.plan
-        out = self.head + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"%b"}],"usage":null}\n\n' % (
-            plan.finish_reason.encode())
+        plan, out = self.plan, b""
+        if plan.fault != "no_finish":  # no_finish: a clean end of stream that never says the reply is over
+            out = self.head + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"%b"}],"usage":null}\n\n' % (
+                plan.finish_reason.encode())
         if plan.include_usage and plan.fault != "no_usage":
             out += self.head + b'],"usage":' + json.dumps(plan.usage(sent)).encode() + b"}\n\n"
-        return out if plan.fault == "no_done" else out + b"data: [DONE]\n\n"
+        return out if plan.fault in ("no_done", "no_finish") else out + b"data: [DONE]\n\n"
 
-    def error(self):
+    def error(self, rate_limit=False):
+        if rate_limit:
+            return b'data: {"error": {"message": "Rate limit reached for requests.", ' \
+                   b'"type": "requests", "param": null, "code": "rate_limit_exceeded"}}\n\n'
         return b'data: {"error": {"message": "The server had an error while processing your request.", ' \
                b'"type": "server_error", "param": null, "code": null}}\n\n'
 
@@ -93,11 +97,22 @@ class AnthropicEvents:
 
     def tail(self, sent):
         plan = self.plan
-        usage = b"" if plan.fault == "no_usage" else b',"usage":{"output_tokens":%d}' % sent
+        usage = b""
+        if plan.fault == "null_usage":
+            usage = b',"usage":{"output_tokens":null}'
+        elif plan.fault != "no_usage":
+            usage = b',"usage":{"output_tokens":%d}' % sent
+        # no_finish: a clean end of stream that never says the reply is over
+        stop = b"null" if plan.fault == "no_finish" else b'"%b"' % plan.finish_reason.encode()
         out = (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
-               b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"%b",'
-               b'"stop_sequence":null}%b}\n\n' % (plan.finish_reason.encode(), usage))
-        return out if plan.fault == "no_done" else out + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+               b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":%b,'
+               b'"stop_sequence":null}%b}\n\n' % (stop, usage))
+        if plan.fault in ("no_done", "no_finish"):
+            return out
+        return out + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
-    def error(self):
+    def error(self, rate_limit=False):
+        if rate_limit:
+            return (b'event: error\ndata: {"type":"error","error":{"type":"rate_limit_error",'
+                    b'"message":"Number of request tokens has exceeded your per-minute rate limit"}}\n\n')
         return b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'

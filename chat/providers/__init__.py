@@ -55,10 +55,10 @@ class Call:
 
     def estimated_usage(self):
         """Return usage estimated from what was sent and received."""
-        usage = self.usage or Usage(prompt_tokens=self.prompt_estimate())
+        usage = self.usage or Usage()
         return Usage(
-            usage.prompt_tokens, max(usage.completion_tokens, self.pieces), usage.cached_tokens,
-            usage.cache_write_tokens,
+            usage.prompt_tokens or self.prompt_estimate(), max(usage.completion_tokens, self.pieces),
+            usage.cached_tokens, usage.cache_write_tokens,
         )
 
 

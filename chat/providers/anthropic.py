@@ -77,7 +77,7 @@ def read_event(call, event):
         if "input_tokens" in usage:  # cumulative, like output_tokens: assign, never add
             call.usage.prompt_tokens = input_tokens(usage)
             read_cache(call.usage, usage)
-        if "output_tokens" in usage:
+        if usage.get("output_tokens") is not None:  # a null count reports nothing: the usage stays estimated
             call.usage.completion_tokens = int(usage["output_tokens"] or 0)
             call.usage_partial = False
         stop = (data.get("delta") or {}).get("stop_reason")
@@ -123,7 +123,8 @@ def read_message(call, body, status):
     usage = message.get("usage") or {}
     call.upstream_model = message.get("model") or ""
     call.finish_reason = message.get("stop_reason") or "end_turn"
-    call.usage = Usage(prompt_tokens=input_tokens(usage), completion_tokens=int(usage.get("output_tokens") or 0))
-    read_cache(call.usage, usage)
+    if usage.get("output_tokens") is not None:  # no count (or a null one) leaves the usage to be estimated
+        call.usage = Usage(prompt_tokens=input_tokens(usage), completion_tokens=int(usage["output_tokens"]))
+        read_cache(call.usage, usage)
     call.pieces = 1 if text else 0
     return text

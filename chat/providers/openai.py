@@ -55,7 +55,7 @@ def read_chunk(call, data):
         raise UpstreamError(error_message(data.encode(), "stream"), code="upstream_error")
     if chunk.get("model"):
         call.upstream_model = chunk["model"]
-    if chunk.get("usage"):
+    if reports_usage(chunk.get("usage")):
         call.usage = read_usage(chunk["usage"])
     choices = chunk.get("choices")
     if not choices:
@@ -79,11 +79,16 @@ def read_completion(call, body, status):
         raise UpstreamError(f"The upstream sent an unreadable completion (HTTP {status}).") from None
     call.upstream_model = completion.get("model") or ""
     call.finish_reason = completion["choices"][0].get("finish_reason") or "stop"
-    if completion.get("usage"):
+    if reports_usage(completion.get("usage")):
         call.usage = read_usage(completion["usage"])
     text = message.get("content") or ""
     call.pieces = 1 if text else 0
     return text
+
+
+def reports_usage(usage):
+    """Return whether an OpenAI usage object counts the reply: one with null counts reports nothing."""
+    return isinstance(usage, dict) and usage.get("completion_tokens") is not None
 
 
 def read_usage(usage):

@@ -153,19 +153,35 @@ class WebSocket(asyncio.Protocol):
             self.transport.close()
 
 
-async def get_session(host, port):
-    """GET the chat page; return its `sessionid` cookie."""
+async def http(host, port, request):
+    """Send one HTTP/1.1 request; return its status line and Set-Cookie values by name."""
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    writer.write(request.encode())
     data = await reader.read(-1)
     writer.close()
     head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    if not head.startswith("HTTP/1.1 200"):
-        raise ConnectionError(f"GET / answered {head.splitlines()[0] if head else 'nothing'}")
+    cookies = {}
     for line in head.split("\r\n"):
-        if line.lower().startswith("set-cookie:") and "sessionid=" in line:
-            return line.split("sessionid=", 1)[1].split(";", 1)[0]
-    raise ConnectionError("GET / set no sessionid cookie")
+        if line.lower().startswith("set-cookie:"):
+            name, _, value = line.split(":", 1)[1].strip().partition("=")
+            cookies[name] = value.split(";", 1)[0]
+    return (head.splitlines()[0] if head else "nothing"), cookies
+
+
+async def get_session(host, port):
+    """Load the chat page, then ask for a session as its first send does; return the `sessionid` cookie."""
+    status, cookies = await http(host, port, f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n")
+    if not status.startswith("HTTP/1.1 200") or "csrftoken" not in cookies:
+        raise ConnectionError(f"GET / answered {status}")
+    token = cookies["csrftoken"]
+    status, cookies = await http(
+        host, port,
+        f"POST /session/ HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: csrftoken={token}\r\nX-CSRFToken: {token}\r\n"
+        "Content-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    if "sessionid" not in cookies:
+        raise ConnectionError(f"POST /session/ answered {status} and set no sessionid cookie")
+    return cookies["sessionid"]
 
 
 async def open_socket(host, port):

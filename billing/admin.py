@@ -94,7 +94,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         ("started", CalendarDateFilter), "model", "status", "channel", AbandonedFilter, "streamed", "estimated",
     )
     # Exact matches where a prefix or substring search could not use an index; error text is a substring search.
-    search_fields = ("=request_id", "^model", "=session_key", "=user__username", "error")
+    search_fields = ("=request_id", "^model", "=visitor", "=user__username", "error")
     list_select_related = ("user",)
     show_full_result_count = False
     paginator = EstimatedCountPaginator
@@ -146,7 +146,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     def who(self, record):
         if record.user_id is not None:
             return record.user.get_username()
-        return f"session:{record.session_key[:8]}" if record.session_key else "-"
+        return f"visitor:{record.visitor[:8]}" if record.visitor else "-"
 
 
 @admin.register(AbandonmentEvent)

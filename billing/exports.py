@@ -15,7 +15,7 @@ COLUMNS = [
     ("cached_tokens", "cached_tokens"), ("cache_write_tokens", "cache_write_tokens"), ("cost_usd", "cost_usd"),
     ("upstream_cost_usd", "upstream_cost_usd"), ("channel", "channel"), ("ttft_ms", "ttft_ms"),
     ("duration_ms", "duration_ms"), ("retries", "retries"), ("user", "user__username"),
-    ("session_key", "session_key"), ("conversation", "conversation_id"), ("message", "message_id"),
+    ("visitor", "visitor"), ("conversation", "conversation_id"), ("message", "message_id"),
     ("abandonment_reason", "abandonment__reason"), ("abandonment_phase", "abandonment__phase"), ("error", "error"),
 ]
 PAGE = 2000

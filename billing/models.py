@@ -91,13 +91,13 @@ class ModelPrice(models.Model):
 
 
 REPORT_COLUMNS = ["ttft_ms", "started", "prompt_tokens", "completion_tokens", "cost_usd"]
-REPORT_PREFIX = {"model": ["model"], "status": ["status"], "user": ["user", "session_key"]}
+REPORT_PREFIX = {"model": ["model"], "status": ["status"], "user": ["user", "visitor"]}
 
 
 class UsageRecordQuerySet(models.QuerySet):
-    def cost_since(self, user_id, session_key, since):
-        """Return what one person's requests (a user's, or an anonymous session's) have cost since `since`."""
-        mine = self.filter(user_id=user_id) if user_id else self.filter(user=None, session_key=session_key)
+    def cost_since(self, user_id, visitor, since):
+        """Return what one person's requests (a user's, or an anonymous visitor's) have cost since `since`."""
+        mine = self.filter(user_id=user_id) if user_id else self.filter(user=None, visitor=visitor)
         total = mine.filter(started__gte=since).aggregate(total=models.Sum("cost_usd"))["total"]
         return Decimal(total or 0).quantize(COST_PLACES)
 
@@ -119,7 +119,9 @@ class UsageRecord(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
     )
-    session_key = models.CharField(max_length=40, blank=True)
+    visitor = models.CharField(
+        max_length=32, blank=True, help_text="anonymous requests: keyed hash of the session key (never the key)"
+    )
     conversation = models.ForeignKey(
         "chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
     )

@@ -62,8 +62,8 @@ def group_keys(by, prefix=""):
         if name == "day":
             keys["g_day"] = day_of(prefix + "started")
         elif name == "user":
-            # Group along the (user, session_key) index; sessions sharing their first 8 characters merge afterwards.
-            keys["g_user"], keys["g_session"] = F(prefix + "user_id"), F(prefix + "session_key")
+            # Group along the (user, visitor) index; visitors sharing their first 8 characters merge afterwards.
+            keys["g_user"], keys["g_session"] = F(prefix + "user_id"), F(prefix + "visitor")
         else:
             keys[f"g_{name}"] = F(prefix + name)
     return keys
@@ -177,10 +177,10 @@ def group_namer(names, found):
     return lambda values: tuple(name_one(name, values) for name in names)
 
 
-def who(user_id, session_key, usernames):
-    """Return a person's name in reports: a username, `user:<id>` when gone, or `session:<8 chars>`."""
+def who(user_id, visitor, usernames):
+    """Return a person's name in reports: a username, `user:<id>` when gone, or `visitor:<8 hex digits>`."""
     if user_id is None:
-        return f"session:{(session_key or '')[:8]}"
+        return f"visitor:{(visitor or '')[:8]}"
     return usernames.get(user_id, f"user:{user_id}")
 
 

@@ -165,7 +165,7 @@ class Seeder:
         record = UsageRecord(
             request_id=uuid.UUID(int=(SEED_MARK << 96) | r.getrandbits(96), version=4),
             user_id=None if anonymous else r.choice(self.user_ids),
-            session_key=r.choice(self.sessions) if anonymous else "",
+            visitor=r.choice(self.sessions)[:32] if anonymous else "",
             model=profile.model, upstream_model=profile.upstream, streamed=streamed, status=status,
             finish_reason={"completed": "stop", "failed": ""}.get(status, ""),
             prompt_tokens=prompt, completion_tokens=reply, cached_tokens=cached, estimated=estimated,

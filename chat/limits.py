@@ -48,7 +48,7 @@ def check_rate(owner, now):
 def check_budget(owner, now):
     """Refuse when what this person's requests cost since midnight UTC has reached the daily budget."""
     midnight = datetime.combine(now.date(), time.min, timezone.utc)
-    spent = UsageRecord.objects.cost_since(owner.user_id, owner.session_key, midnight)
+    spent = UsageRecord.objects.cost_since(owner.user_id, owner.visitor, midnight)
     budget = settings.CHAT_DAILY_BUDGET_USD
     if spent >= budget:
         raise Refused(f"Today's budget of ${budget} is spent (${spent:.4f}). It resets at midnight UTC.",

@@ -1,4 +1,4 @@
-"""Conversations and their messages, owned by a user or, for anonymous visitors, a session."""
+"""Conversations and their messages, owned by a user or, for anonymous visitors, their session's hash."""
 
 from django.conf import settings
 from django.db import models
@@ -8,20 +8,22 @@ TITLE_LENGTH = 80
 
 
 class ConversationQuerySet(models.QuerySet):
-    def owned_by(self, user, session_key):
-        """Return the conversations that belong to this user, or to this anonymous session."""
+    def owned_by(self, user, visitor):
+        """Return the conversations that belong to this user, or to this anonymous visitor (chat.visitors)."""
         if user is not None and user.is_authenticated:
             return self.filter(user=user)
-        if not session_key:
+        if not visitor:
             return self.none()
-        return self.filter(user=None, session_key=session_key)
+        return self.filter(user=None, visitor=visitor)
 
 
 class Conversation(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="conversations"
     )
-    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    visitor = models.CharField(
+        max_length=32, blank=True, db_index=True, help_text="keyed hash of the anonymous owner's session key"
+    )
     title = models.CharField(max_length=TITLE_LENGTH, blank=True)
     model = models.CharField(max_length=200, blank=True)
     created = models.DateTimeField(auto_now_add=True)

@@ -11,6 +11,7 @@ from billing.models import COST_PLACES, AbandonmentEvent, UsageRecord
 from chat import limits, markdown
 from chat.limits import Refused
 from chat.models import Conversation, Message
+from chat.visitors import visitor_hash
 from chat.providers import Call, Usage
 
 # How a reply ended early -> (usage record status, message status, abandonment reason).
@@ -22,7 +23,7 @@ ENDINGS = {
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """Who is chatting: a user, or an anonymous visitor's session."""
+    """Who is chatting: a user, or an anonymous visitor's session (its key stays in memory, never stored)."""
 
     user: object
     session_key: str
@@ -32,9 +33,14 @@ class Owner:
         return self.user.pk if self.user is not None and self.user.is_authenticated else None
 
     @property
+    def visitor(self):
+        """Return the keyed hash that stands for an anonymous visitor in stored data, "" for a user."""
+        return "" if self.user_id else visitor_hash(self.session_key)
+
+    @property
     def key(self):
         """Return a string that names this person, for per-person counters."""
-        return f"user:{self.user_id}" if self.user_id else f"session:{self.session_key}"
+        return f"user:{self.user_id}" if self.user_id else f"visitor:{self.visitor}"
 
 
 @dataclass(slots=True)
@@ -45,7 +51,7 @@ class Turn:
     started: object  # an aware datetime
     history_dropped: int
     user_id: int | None
-    session_key: str
+    visitor: str
 
 
 @dataclass(slots=True)
@@ -68,12 +74,12 @@ def start(owner, request):
     with transaction.atomic():
         if request["conversation"] is None:
             conversation = Conversation.objects.create(
-                user_id=owner.user_id, session_key="" if owner.user_id else owner.session_key,
+                user_id=owner.user_id, visitor=owner.visitor,
                 title=Conversation.title_from(content), model=request["model"],
             )
             history, dropped = [], 0
         else:
-            conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+            conversations = Conversation.objects.owned_by(owner.user, owner.visitor)
             conversation = conversations.filter(pk=request["conversation"]).first()
             if conversation is None:
                 raise Refused("No such conversation.", "not_found")
@@ -90,7 +96,7 @@ def start(owner, request):
         model=request["model"], messages=history, stream=request["stream"],
         system=settings.CHAT_SYSTEM_PROMPT, max_tokens=settings.CHAT_MAX_TOKENS,
     )
-    return Turn(conversation.pk, reply.pk, call, timezone.now(), dropped, conversation.user_id, conversation.session_key)
+    return Turn(conversation.pk, reply.pk, call, timezone.now(), dropped, conversation.user_id, conversation.visitor)
 
 
 def usage_of(call, failed):
@@ -134,7 +140,7 @@ def finish(turn, outcome):
         )
         record = UsageRecord.record(
             abandonment=abandonment,
-            user_id=turn.user_id, session_key=turn.session_key,
+            user_id=turn.user_id, visitor=turn.visitor,
             conversation_id=turn.conversation_id, message_id=turn.message_id,
             model=call.model, upstream_model=call.upstream_model, streamed=call.stream, status=record_status,
             finish_reason=call.finish_reason, prompt_tokens=usage.prompt_tokens,

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.models import UsageRecord
-from chat import markdown
+from chat import markdown, sessions
 from chat.models import Conversation, Message
 
 LIST_LENGTH = 100  # conversations shown in the sidebar, most recently updated first
@@ -19,16 +19,9 @@ def index(request, conversation_id=None):
     """Render the chat page, with the selected conversation (`/c/<id>/` or `?c=<id>`) if any."""
     if conversation_id is None and request.GET.get("c", "").isdigit():
         conversation_id = int(request.GET["c"])
-    if not request.session.session_key:
-        # The session owns the visitor's conversations. Marking it modified makes the session
-        # middleware create it once (no second save); a brand-new visitor owns nothing yet.
-        request.session["chat"] = 1
-        if conversation_id is not None:
-            raise Http404("No such conversation.")
-        conversations = []
-    else:
-        owned = Conversation.objects.owned_by(request.user, request.session.session_key)
-        conversations = list(owned.values("id", "title", "model")[:LIST_LENGTH])
+    # A visitor without a session owns nothing yet (and gets no session row for looking: see session()).
+    owned = Conversation.objects.owned_by(request.user, sessions.visitor_of(request))
+    conversations = list(owned.values("id", "title", "model")[:LIST_LENGTH])
     selected = None
     if conversation_id is not None:
         selected = next((c for c in conversations if c["id"] == conversation_id), None)
@@ -38,6 +31,7 @@ def index(request, conversation_id=None):
             raise Http404("No such conversation.")
     context = {
         "conversations": conversations,
+        "has_session": sessions.has_session(request),
         "selected": selected,
         "transcript": transcript(selected["id"]) if selected else [],
         "models": settings.CHAT_MODELS,
@@ -86,8 +80,15 @@ def cost_label(cost):
 
 def owned_conversation(request, conversation_id):
     """Return the visitor's conversation, or raise Http404 when it is not theirs (or not there)."""
-    owned = Conversation.objects.owned_by(request.user, request.session.session_key)
+    owned = Conversation.objects.owned_by(request.user, sessions.visitor_of(request))
     return get_object_or_404(owned, pk=conversation_id)
+
+
+@require_POST
+def session(request):
+    """Give the visitor a session before their first message, so the page can open its socket."""
+    created = sessions.start(request)
+    return JsonResponse({"session": True}, status=201 if created else 200)
 
 
 @require_POST

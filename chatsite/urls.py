@@ -6,6 +6,7 @@ from chat import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("session/", views.session, name="session"),
     path("c/<int:conversation_id>/", views.index, name="conversation"),
     path("c/<int:conversation_id>/rename/", views.rename, name="rename"),
     path("c/<int:conversation_id>/delete/", views.delete, name="delete"),

@@ -31,6 +31,9 @@ let resuming = false; // a `resume` was sent and its `resumed` has not come yet
 
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${main.dataset.wsPath}`;
 const connection = new Connection(wsUrl, { onFrame: received, onState: showConnection, onClose: connectionLost });
+// A new visitor gets a session with their first message, not for looking (no session row per page
+// view): until then the page has no socket, since the server closes one without a session (4001).
+let sessionUrl = main.dataset.sessionUrl || null;
 const sidebar = new Sidebar(main, {
   isBusy: (id) => turn !== null && Number(id) === conversation,
   onDeleted: (id) => { if (id === conversation) startOver(); },
@@ -127,8 +130,28 @@ function endReply(reply, status, message, item) {
 function queue(content, model, stream) {
   if (outbox !== null) return false;
   outbox = { content, model, stream, userEl: addUserMessage(content) };
+  if (sessionUrl !== null) startSession(outbox.userEl);
   pump();
   return true;
+}
+
+// Ask the server for a session, then open the socket; the waiting message goes once it is open.
+async function startSession(userEl) {
+  const url = sessionUrl;
+  sessionUrl = null;
+  try {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content },
+      credentials: "same-origin",
+    });
+    if (!response.ok) throw new Error(`the server answered ${response.status}`);
+  } catch (err) {
+    sessionUrl = url;
+    setNote(userEl, `Not sent: ${err.message}. Reload the page and send it again.`);
+    return;
+  }
+  connection.connect();
 }
 
 // Send the waiting message if the socket is open and no reply is in flight; else say why it waits.
@@ -371,6 +394,7 @@ function failed(frame) {
 // --- the connection ----------------------------------------------------------------------
 
 const STATES = {
+  idle: "Ready",
   connecting: "Connecting…",
   open: "Connected",
   waiting: "Reconnecting",
@@ -425,6 +449,7 @@ for (const article of transcript.querySelectorAll('.message.assistant[data-statu
   replies.track(Number(article.dataset.id));
 }
 transcript.scrollTop = transcript.scrollHeight;
-connection.connect();
+if (sessionUrl === null) connection.connect();
+else showConnection("idle");
 updateControls();
 prompt.focus();

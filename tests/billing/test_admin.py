@@ -23,7 +23,7 @@ def records(alice):
     stop = {"reason": "stop", "phase": "streaming", "tokens_delivered": 3, "elapsed_ms": 400}
     return [
         make_record(model="openai/gpt-4.1-mini", user=alice, prompt_tokens=1000, completion_tokens=100),
-        make_record(model="openai/gpt-4.1-mini", status="stopped", abandonment=stop, session_key="abcdefgh1234"),
+        make_record(model="openai/gpt-4.1-mini", status="stopped", abandonment=stop, visitor="abcdefgh1234"),
         make_record(model="local/llama-3.1-8b", prompt_tokens=10, completion_tokens=5),
     ]
 

@@ -26,7 +26,7 @@ def test_it_seeds_a_realistic_history():
     assert records.filter(status="completed").count() > 450
     abandoned = records.filter(status__in=["stopped", "disconnected"])
     assert AbandonmentEvent.objects.count() == abandoned.count() > 0
-    assert records.filter(user=None).exclude(session_key="").exists()
+    assert records.filter(user=None).exclude(visitor="").exists()
     assert records.exclude(user=None).exists()
     assert records.filter(estimated=True).exists()
 

@@ -37,7 +37,7 @@ def history(alice, bob):
     ]
     for day, model, status, user, session, ttft, prompt, completion, abandonment in specs:
         make_record(
-            DAY1 + timedelta(days=day), model=model, status=status, user=user, session_key=session, ttft_ms=ttft,
+            DAY1 + timedelta(days=day), model=model, status=status, user=user, visitor=session, ttft_ms=ttft,
             prompt_tokens=prompt, completion_tokens=completion, abandonment=abandonment,
         )
     return UsageRecord.objects.all()
@@ -71,9 +71,9 @@ def test_it_groups_by_model(history):
 
 def test_it_groups_by_user_and_session(history):
     rows = {r["group"]: r for r in json.loads(run("--by", "user", "--format", "json"))}
-    assert set(rows) == {"alice", "bob", "session:abcdefgh", "session:zyxwvuts"}
+    assert set(rows) == {"alice", "bob", "visitor:abcdefgh", "visitor:zyxwvuts"}
     assert rows["alice"]["requests"] == 3
-    assert rows["session:abcdefgh"]["abandoned"] == 1
+    assert rows["visitor:abcdefgh"]["abandoned"] == 1
 
 
 def test_it_groups_by_day_and_status(history):

@@ -208,9 +208,10 @@ def page(context, chat_server, orm, mock):
 
 
 def open_chat(tab, url):
-    """Load the page at `url` and wait for its websocket."""
+    """Load the page at `url` and wait until it can send: its websocket open, or (a new visitor, who gets
+    a session with their first message) ready to open one."""
     tab.goto(url)
-    tab.wait_for_selector('#connection[data-state="open"]')
+    tab.wait_for_selector('#connection[data-state="open"], #connection[data-state="idle"]')
     return tab
 
 

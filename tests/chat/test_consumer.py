@@ -12,6 +12,7 @@ from django.test import Client
 from billing.models import AbandonmentEvent, UsageRecord
 from chat.models import Conversation, Message
 from chat.relay import Ticker
+from chat.visitors import visitor_hash
 from chatsite.asgi import application
 from tests.conftest import connect, receive_until_done
 
@@ -210,8 +211,8 @@ async def test_it_keeps_two_sessions_apart(alice_session, bob_session):
     await bob.send_json_to({"type": "send", "content": "bob's own"})
     bobs = (await receive_until_done(bob))[0]["conversation"]
     assert bobs != conversation
-    assert [c.pk async for c in Conversation.objects.owned_by(None, alice_session)] == [conversation]
-    assert [c.pk async for c in Conversation.objects.owned_by(None, bob_session)] == [bobs]
+    assert [c.pk async for c in Conversation.objects.owned_by(None, visitor_hash(alice_session))] == [conversation]
+    assert [c.pk async for c in Conversation.objects.owned_by(None, visitor_hash(bob_session))] == [bobs]
     assert await Message.objects.filter(conversation_id=conversation).acount() == 2
     await alice.disconnect()
     await bob.disconnect()
@@ -271,6 +272,6 @@ async def test_it_gives_a_signed_in_user_their_own_conversations(transactional_d
     conversation = (await receive_until_done(ws))[0]["conversation"]
     await ws.disconnect()
     stored = await Conversation.objects.aget(pk=conversation)
-    assert stored.user_id == alice.pk and stored.session_key == ""
+    assert stored.user_id == alice.pk and stored.visitor == ""
     record = await UsageRecord.objects.aget()
     assert record.user_id == alice.pk

@@ -8,6 +8,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from billing.models import UsageRecord
+from chat.visitors import visitor_hash
 from tests.conftest import connect, receive_until_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,7 +37,7 @@ async def test_it_refuses_messages_past_the_rate_limit(alice_session, bob_sessio
 
 def spend(session_key, dollars, days_ago=0):
     UsageRecord.objects.create(
-        session_key=session_key, model="openai/gpt-4.1", status="completed", cost_usd=Decimal(dollars),
+        visitor=visitor_hash(session_key), model="openai/gpt-4.1", status="completed", cost_usd=Decimal(dollars),
         started=timezone.now() - timedelta(days=days_ago), finished=timezone.now(),
     )
 

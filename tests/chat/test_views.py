@@ -12,19 +12,21 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from chat.models import Conversation, Message
 from chat.views import cost_label
+from chat.visitors import visitor_hash
 
 pytestmark = pytest.mark.django_db
 
 
 def visitor():
-    """Return a test client that has loaded the page once, so it holds a session."""
+    """Return a test client that has loaded the page and asked for a session, as its first send does."""
     client = Client()
     assert client.get("/").status_code == 200
+    assert client.post("/session/").status_code == 201
     return client
 
 
 def conversation_of(client, title="A chat", **fields):
-    return Conversation.objects.create(session_key=client.session.session_key, title=title, **fields)
+    return Conversation.objects.create(visitor=visitor_hash(client.session.session_key), title=title, **fields)
 
 
 @pytest.fixture
@@ -49,20 +51,58 @@ def test_it_renders_the_page_for_an_anonymous_visitor(client, settings):
     assert "/static/chat/chat.js" in page
 
 
-def test_it_creates_the_session_once(client):
+def test_it_makes_no_session_for_a_visitor_who_only_looks(client):
+    for _ in range(20):
+        response = Client().get("/")
+        assert response.status_code == 200 and "sessionid" not in response.cookies
+        assert 'data-session-url="/session/"' in response.content.decode()
+    assert Session.objects.count() == 0
+
+
+def test_it_creates_the_session_once_when_asked(client):
+    client.get("/")
     with CaptureQueriesContext(connection) as first:
-        response = client.get("/")
-    assert "sessionid" in response.cookies
+        response = client.post("/session/")
+    assert response.status_code == 201 and "sessionid" in response.cookies
     assert Session.objects.count() == 1
     inserts = [q for q in first.captured_queries if q["sql"].startswith("INSERT")]
     updates = [q for q in first.captured_queries if q["sql"].startswith("UPDATE")]
     assert len(inserts) == 1 and not updates  # created once, not created then saved again
     key = response.cookies["sessionid"].value
     with CaptureQueriesContext(connection) as second:
-        again = client.get("/")
-    assert "sessionid" not in again.cookies
+        again = client.post("/session/")
+        page = client.get("/")
+    assert again.status_code == 200 and "sessionid" not in again.cookies
+    assert 'data-session-url=""' in page.content.decode()
     assert Session.objects.get().session_key == key
     assert not [q for q in second.captured_queries if not q["sql"].startswith("SELECT")]
+
+
+def test_it_clears_expired_sessions_when_it_makes_a_new_one_at_most_hourly(client):
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core.cache import cache
+
+    from chat.sessions import CLEAR_KEY
+
+    cache.delete(CLEAR_KEY)
+    old = SessionStore()
+    old.set_expiry(-60)
+    old.create()
+    assert Session.objects.count() == 1
+    assert Client().post("/session/").status_code == 201
+    assert Session.objects.filter(session_key=old.session_key).count() == 0
+    again = SessionStore()
+    again.set_expiry(-60)
+    again.create()
+    assert Client().post("/session/").status_code == 201
+    assert Session.objects.filter(session_key=again.session_key).exists()  # not within the hour
+    cache.delete(CLEAR_KEY)
+
+
+def test_it_needs_csrf_to_make_a_session():
+    client = Client(enforce_csrf_checks=True)
+    assert client.post("/session/").status_code == 403
+    assert Session.objects.count() == 0
 
 
 def test_it_lists_only_the_visitors_own_conversations(alice, bob):

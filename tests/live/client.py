@@ -8,13 +8,26 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 
+def cookies_of(response):
+    """Return the cookies a response set, by name."""
+    found = {}
+    for header in response.headers.get_all("Set-Cookie") or []:
+        name, _, rest = header.partition("=")
+        found[name] = rest.split(";", 1)[0]
+    return found
+
+
 def new_session(server):
-    """GET the chat page; return the `sessionid` cookie it set."""
+    """Load the chat page, then ask for a session as its first send does; return the `sessionid` cookie."""
     with urllib.request.urlopen(server.url + "/", timeout=20) as response:
-        for header in response.headers.get_all("Set-Cookie") or []:
-            if header.startswith("sessionid="):
-                return header.split("=", 1)[1].split(";", 1)[0]
-    raise AssertionError("the page set no sessionid cookie")
+        token = cookies_of(response)["csrftoken"]
+    request = urllib.request.Request(
+        server.url + "/session/", method="POST", headers={"Cookie": f"csrftoken={token}", "X-CSRFToken": token}
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        session = cookies_of(response).get("sessionid")
+    assert session, "POST /session/ set no sessionid cookie"
+    return session
 
 
 class Chat:

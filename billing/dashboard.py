@@ -50,8 +50,8 @@ class Filters:
         records = reports.records_between(self.start, self.end)
         if self.model:
             records = records.filter(model=self.model)
-        if self.person.startswith("session:"):
-            records = records.filter(user=None, session_key__startswith=self.person.removeprefix("session:"))
+        if self.person.startswith("visitor:"):
+            records = records.filter(user=None, visitor__startswith=self.person.removeprefix("visitor:"))
         elif self.person:
             records = records.filter(**{f"user__{get_user_model().USERNAME_FIELD}": self.person})
         return records
@@ -133,11 +133,11 @@ def top_people(records, limit=TOP_PEOPLE):
     order = F("cost").desc(nulls_last=True)
     figures = {"requests": Count("id"), "cost": reports.cost_sum()}
     users = list(records.exclude(user=None).values("user").annotate(**figures).order_by(order)[:limit])
-    visitors = list(records.filter(user=None).values("session_key").annotate(**figures).order_by(order)[:limit])
+    visitors = list(records.filter(user=None).values("visitor").annotate(**figures).order_by(order)[:limit])
     User = get_user_model()
     names = dict(User.objects.filter(pk__in=[v["user"] for v in users]).values_list("pk", User.USERNAME_FIELD))
     rows = [
-        {"who": reports.who(v.get("user"), v.get("session_key"), names), "requests": v["requests"],
+        {"who": reports.who(v.get("user"), v.get("visitor"), names), "requests": v["requests"],
          "cost": reports.as_cost(v["cost"])}
         for v in users + visitors
     ]

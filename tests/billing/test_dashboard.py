@@ -119,7 +119,7 @@ def test_its_tables_equal_direct_counts_over_seeded_data(staff, seeded):
     # Top people by cost.
     spent, made = defaultdict(Decimal), Counter()
     for r in seeded:
-        who = r.user.username if r.user else f"session:{r.session_key[:8]}"
+        who = r.user.username if r.user else f"visitor:{r.visitor[:8]}"
         spent[who] += r.cost_usd or 0
         made[who] += 1
     top = sorted(spent, key=lambda w: (-spent[w], w))[:10]

@@ -88,14 +88,15 @@ class AbandonmentInline(admin.StackedInline):
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
     list_display = (
-        "started", "model", "status", "streamed", "tokens", "cost", "ttft_ms", "duration_ms", "retries", "who",
+        "started", "model", "channel", "status", "streamed", "tokens", "cost", "ttft_ms", "duration_ms", "retries",
+        "who",
     )
     list_filter = (
-        ("started", CalendarDateFilter), "model", "status", "channel", AbandonedFilter, "streamed", "estimated",
+        ("started", CalendarDateFilter), "model", "status", "channel", "api_key", AbandonedFilter, "streamed", "estimated",
     )
     # Exact matches where a prefix or substring search could not use an index; error text is a substring search.
     search_fields = ("=request_id", "^model", "=visitor", "=user__username", "error")
-    list_select_related = ("user",)
+    list_select_related = ("user", "api_key")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     inlines = [AbandonmentInline]
@@ -144,6 +145,8 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
     @admin.display(description="who")
     def who(self, record):
+        if record.api_key_id is not None:
+            return f"key:{record.api_key.name}"
         if record.user_id is not None:
             return record.user.get_username()
         return f"visitor:{record.visitor[:8]}" if record.visitor else "-"

@@ -128,6 +128,9 @@ class UsageRecord(models.Model):
     message = models.ForeignKey(
         "chat.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
     )
+    api_key = models.ForeignKey(
+        "gateway.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
     model = models.CharField(max_length=200, help_text="the model id the operator configured")
     upstream_model = models.CharField(max_length=200, blank=True, help_text="the model id the upstream reported")
     streamed = models.BooleanField(default=True)

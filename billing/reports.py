@@ -1,4 +1,4 @@
-"""Usage totals grouped by one or two of model, day, user, status and channel, aggregated in the database."""
+"""Usage totals grouped by one or two of model, day, user, status, channel and API key, aggregated in the database."""
 
 import math
 from decimal import Decimal
@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.models import COST_PLACES, AbandonmentEvent, UsageRecord
 
-GROUPS = ("model", "day", "user", "status", "channel")
+GROUPS = ("model", "day", "user", "status", "channel", "key")
 COLUMNS = [
     "group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "unpriced",
     "abandoned", "abandonment_rate", "ttft_p50_ms", "ttft_p95_ms",
@@ -64,6 +64,8 @@ def group_keys(by, prefix=""):
         elif name == "user":
             # Group along the (user, visitor) index; visitors sharing their first 8 characters merge afterwards.
             keys["g_user"], keys["g_session"] = F(prefix + "user_id"), F(prefix + "visitor")
+        elif name == "key":
+            keys["g_key"] = F(prefix + "api_key_id")
         else:
             keys[f"g_{name}"] = F(prefix + name)
     return keys
@@ -166,12 +168,21 @@ def group_namer(names, found):
         User = get_user_model()
         ids = {values["g_user"] for values in found if values["g_user"] is not None}
         usernames = dict(User.objects.filter(pk__in=ids).values_list("pk", User.USERNAME_FIELD))
+    key_names = {}
+    if "key" in names:
+        from gateway.models import ApiKey
+
+        ids = {values["g_key"] for values in found if values["g_key"] is not None}
+        key_names = dict(ApiKey.objects.filter(pk__in=ids).values_list("pk", "name"))
 
     def name_one(name, values):
         if name == "day":
             return str(values["g_day"])[:10]
         if name == "user":
             return who(values["g_user"], values["g_session"], usernames)
+        if name == "key":
+            key = values["g_key"]
+            return "(no key)" if key is None else key_names.get(key, f"key:{key}")
         return values[f"g_{name}"]
 
     return lambda values: tuple(name_one(name, values) for name in names)

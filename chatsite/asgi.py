@@ -1,4 +1,4 @@
-"""ASGI entry point: Django for HTTP, the chat consumer for websockets."""
+"""ASGI entry point: the API endpoint for /v1/, Django for other HTTP, the chat consumer for websockets."""
 
 import os
 import sys
@@ -18,11 +18,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.middleware import SameOriginMiddleware, SessionAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from gateway.endpoint import mount  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # Static files are served by ServeStatic's middleware inside Django, so plain daphne needs no front server.
-        "http": django_asgi_app,
+        # /v1/ is the OpenAI-compatible endpoint, a small ASGI app of its own (gateway/endpoint.py).
+        "http": mount(django_asgi_app),
         "websocket": SameOriginMiddleware(SessionAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

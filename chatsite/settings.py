@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "channels",
     "chat",
     "billing",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -222,3 +223,6 @@ CHAT_SHUTDOWN_TIMEOUT = env.number("CHAT_SHUTDOWN_TIMEOUT", 10.0, minimum=0, max
 # The demo model's pace: time to first token and gap between tokens, in milliseconds.
 CHAT_DEMO_TTFT_MS = env.integer("CHAT_DEMO_TTFT_MS", 350, minimum=0)
 CHAT_DEMO_GAP_MS = env.integer("CHAT_DEMO_GAP_MS", 25, minimum=0)
+
+# --- gateway (the OpenAI-compatible endpoint) -------------------------------------------------
+API_MAX_BODY_BYTES = env.integer("API_MAX_BODY_BYTES", 1_048_576, minimum=1024)

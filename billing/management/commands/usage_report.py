@@ -12,7 +12,7 @@ FORMATS = ("table", "csv", "json")
 class Command(BaseCommand):
     help = (
         "Report requests, tokens, cost, abandonment and time to first token, grouped by one or two of model, day, "
-        "user, status and channel, over whole calendar days in TIME_ZONE (or --tz)."
+        "user, status, channel and API key, over whole calendar days in TIME_ZONE (or --tz)."
     )
 
     def add_arguments(self, parser):

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 
-.PHONY: run test install
+.PHONY: run test install mutate
 
 install: $(VENV)/.installed
 
@@ -20,3 +20,7 @@ run: install
 test: install
 	scripts/install-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Mutation run over the billing path (setup.cfg [mutmut], docs/TESTING.md); not part of CI.
+mutate: install
+	scripts/mutate

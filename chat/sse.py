@@ -2,14 +2,20 @@
 
 Bytes go in as they arrive from the network; complete events come out. Lines may end in LF,
 CRLF or CR (a CRLF split across two reads counts once), lines starting with a colon are
-comments, `data:` lines join with LF, a single space after the colon is dropped, and a UTF-8
-character split across reads is decoded whole.
+comments, `data:` lines join with LF, a single space after the colon is dropped, a UTF-8
+character split across reads is decoded whole, and a byte-order mark opening the stream is
+dropped. Each byte is looked at a bounded number of times however long a line grows, and an
+event larger than its cap ends the stream with `EventTooLarge`.
 """
 
 import asyncio
 import codecs
 import logging
 from dataclasses import dataclass
+
+from django.conf import settings
+
+from chat.providers import UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -24,53 +30,100 @@ class Event:
     retry: int | None = None
 
 
+class EventTooLarge(UpstreamError):
+    """The upstream sent an event over CHAT_MAX_EVENT_BYTES: the reply ends rather than buffer it."""
+
+    def __init__(self, limit):
+        super().__init__(
+            f"The upstream sent an event larger than {limit} bytes (CHAT_MAX_EVENT_BYTES); the reply was ended."
+        )
+
+
+def _size(text):
+    """Return the UTF-8 length of `text` (str.isascii is O(1) in CPython, so ASCII costs nothing)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 class SSEDecoder:
     """Turn chunks of an event stream into `Event`s, one network read at a time."""
 
-    __slots__ = ("_decoder", "_tail", "_cr", "_data", "_event", "_retry", "last_event_id")
+    __slots__ = ("_decoder", "_tail", "_tail_size", "_cr", "_begun", "_data", "_data_size", "_event", "_retry",
+                 "limit", "last_event_id")
 
-    def __init__(self):
+    def __init__(self, limit=None):
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._tail = ""  # an unfinished line
+        self._tail = []  # pieces of an unfinished line, joined once when its line ends
+        self._tail_size = 0  # their UTF-8 bytes
         self._cr = False  # the last read ended in CR: an LF that starts the next one is its pair
+        self._begun = False  # some text has been decoded (a byte-order mark can only come first)
         self._data = []
+        self._data_size = 0  # UTF-8 bytes of the event's data lines so far
         self._event = ""
         self._retry = None
+        self.limit = limit  # the largest event accepted, in bytes; None: no cap
         self.last_event_id = None
 
     def feed(self, chunk):
-        """Return the events completed by this chunk of bytes."""
+        """Return the events completed by this chunk of bytes; raise EventTooLarge past the cap."""
+        self._check()  # an event that went over in the last read, after events it completed
         text = self._decoder.decode(chunk)
         if not text:
             return []
+        if not self._begun:
+            self._begun = True
+            if text[0] == "\ufeff":
+                text = text[1:]
+                if not text:
+                    return []
         if self._cr and text[0] == "\n":
             text = text[1:]
         self._cr = text.endswith("\r")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        lines = (self._tail + text).split("\n")
-        self._tail = lines.pop()
+        if "\n" not in text:  # the line goes on: keep the piece, join nothing yet
+            self._tail.append(text)
+            self._tail_size += _size(text)
+            self._check()
+            return []
+        lines = text.split("\n")
+        if self._tail:
+            self._tail.append(lines[0])
+            lines[0] = "".join(self._tail)
+            self._tail.clear()
+            self._tail_size = 0
+        tail = lines.pop()
         events = []
         for line in lines:
             if line:
                 self._field(line)
             elif self._data:
                 events.append(Event("\n".join(self._data), self._event or "message", self.last_event_id, self._retry))
-                self._data, self._event = [], ""
+                self._data, self._event, self._data_size = [], "", 0
             else:
                 self._event = ""
+        if tail:
+            self._tail.append(tail)
+            self._tail_size = _size(tail)
+        if not events:  # else the events go out first, and the next read (or close) raises
+            self._check()
         return events
+
+    def _check(self):
+        if self.limit is not None and self._data_size + self._tail_size > self.limit:
+            raise EventTooLarge(self.limit)
 
     def close(self):
         """Return the event left unterminated when the stream ended (the spec discards it; we keep it)."""
-        tail = self._decoder.decode(b"", final=True)
-        if self._tail or tail:
-            self._field(self._tail + tail)
-            self._tail = ""
+        self._check()
+        tail = "".join(self._tail) + self._decoder.decode(b"", final=True)
+        self._tail.clear()
+        self._tail_size = 0
+        if tail:
+            self._field(tail)
         if not self._data:
             return None
         event = Event("\n".join(self._data), self._event or "message", self.last_event_id, self._retry)
-        self._data, self._event = [], ""
+        self._data, self._event, self._data_size = [], "", 0
         return event
 
     def _field(self, line):
@@ -81,6 +134,7 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_size += _size(value) + 1
         elif name == "event":
             self._event = value
         elif name == "id":
@@ -97,7 +151,7 @@ async def texts(chunks, read):
     `read` may return END to finish the stream, or raise; the text read before the event that
     raised is yielded first, so nothing that arrived is lost.
     """
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(settings.CHAT_MAX_EVENT_BYTES)
     async for chunk in chunks:
         parts, failure, ended = [], None, False
         try:

@@ -216,6 +216,7 @@ CHAT_RETRY_MAX_WAIT = env.number("CHAT_RETRY_MAX_WAIT", 20.0, minimum=0)
 CHAT_CONNECT_TIMEOUT = env.number("CHAT_CONNECT_TIMEOUT", 10.0, minimum=0.1)
 CHAT_FIRST_TOKEN_TIMEOUT = env.number("CHAT_FIRST_TOKEN_TIMEOUT", 60.0, minimum=0.1)
 CHAT_STALL_TIMEOUT = env.number("CHAT_STALL_TIMEOUT", 30.0, minimum=0.1)
+CHAT_MAX_EVENT_BYTES = env.integer("CHAT_MAX_EVENT_BYTES", 1_048_576, minimum=1024)
 # A reply whose person left keeps generating this long for them to come back (reload, reconnect,
 # another tab); 0 ends it at the disconnect. On SIGTERM, replies in flight get this long to finish.
 CHAT_RESUME_GRACE_S = env.number("CHAT_RESUME_GRACE_S", 20.0, minimum=0, maximum=3600)

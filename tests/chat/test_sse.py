@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from chat.sse import END, SSEDecoder, texts
+from chat.providers import UpstreamError
+from chat.sse import END, EventTooLarge, SSEDecoder, texts
 
 
 def events_of(*chunks):
@@ -193,3 +194,82 @@ def test_it_replaces_a_truncated_utf8_character_at_close():
     decoder = SSEDecoder()
     assert decoder.feed(b"data: \xe2\x82") == []
     assert decoder.close().data == "\ufffd"
+
+
+def test_it_drops_a_byte_order_mark_that_opens_the_stream():
+    events = events_of(b"\xef\xbb\xbfdata: one\n\ndata: two\n\n")
+    assert [e.data for e in events] == ["one", "two"]
+
+
+def test_it_drops_a_byte_order_mark_split_across_reads():
+    events = events_of(b"\xef", b"\xbb", b"\xbfdata: one\n\n")
+    assert [e.data for e in events] == ["one"]
+
+
+def test_it_keeps_a_byte_order_mark_inside_the_stream():
+    events = events_of(b"data: a\n\n", b"\xef\xbb\xbfdata: b\n\n")
+    assert [e.data for e in events] == ["a"]  # not at the start: U+FEFF is part of the field name
+
+
+def test_it_reads_one_long_line_fed_in_small_reads():
+    payload = b"data: " + b"x" * 300_000 + b"\n\n"
+    events = events_of(*[payload[i : i + 4096] for i in range(0, len(payload), 4096)])
+    assert [len(e.data) for e in events] == [300_000]
+
+
+def test_it_keeps_the_pieces_of_an_unfinished_line_without_rejoining_them():
+    # Re-joining the whole line on every read is what made one long event quadratic.
+    decoder = SSEDecoder()
+    decoder.feed(b"data: ")
+    for _ in range(1000):
+        assert decoder.feed(b"x" * 4096) == []
+    assert len(decoder._tail) == 1001 and max(len(piece) for piece in decoder._tail) == 4096
+    events = decoder.feed(b"\n\n")
+    assert len(events[0].data) == 4096 * 1000 and decoder._tail == []
+
+
+def test_it_ends_the_stream_when_one_line_outgrows_the_cap():
+    decoder = SSEDecoder(limit=10_000)
+    decoder.feed(b"data: " + b"x" * 9_000)
+    with pytest.raises(EventTooLarge, match="larger than 10000 bytes .CHAT_MAX_EVENT_BYTES."):
+        decoder.feed(b"x" * 2_000)
+
+
+def test_it_ends_the_stream_when_many_data_lines_outgrow_the_cap():
+    decoder = SSEDecoder(limit=10_000)
+    with pytest.raises(EventTooLarge):
+        for _ in range(20):
+            decoder.feed(b"data: " + b"x" * 999 + b"\n")
+
+
+def test_it_counts_the_cap_in_utf8_bytes():
+    decoder = SSEDecoder(limit=1_000)
+    with pytest.raises(EventTooLarge):
+        decoder.feed("data: ".encode() + "€".encode() * 400)  # 400 characters, 1,200 bytes
+
+
+def test_it_accepts_events_up_to_the_cap_one_after_another():
+    decoder = SSEDecoder(limit=1_000)
+    events = []
+    for _ in range(50):
+        events += decoder.feed(b"data: " + b"x" * 900 + b"\n\n")
+    assert len(events) == 50
+
+
+def test_it_hands_out_the_events_before_the_one_over_the_cap_then_raises():
+    decoder = SSEDecoder(limit=1_000)
+    events = decoder.feed(b"data: a\n\ndata: " + b"x" * 2_000)
+    assert [e.data for e in events] == ["a"]
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"\n\n")
+
+
+async def test_it_fails_the_reply_with_a_clear_error_past_the_cap(settings):
+    settings.CHAT_MAX_EVENT_BYTES = 64 * 1024
+    body = [b"data: a\n\n", b"data: "] + [b"x" * 4096] * 40
+
+    received = []
+    with pytest.raises(UpstreamError, match="CHAT_MAX_EVENT_BYTES"):
+        async for text in texts(chunks_of(*body), lambda event: event.data):
+            received.append(text)
+    assert received == ["a"]

@@ -1,12 +1,13 @@
 """Microbenchmark of the upstream read path alone: CPU per token to read C streams from the mock.
 
-    .venv/bin/python bench/readpath.py [--c 200] [--gap-ms 20] [--tokens 200]
+    .venv/bin/python bench/readpath.py [--c 200] [--gap-ms 20] [--tokens 200] [--loops asyncio,uvloop]
 
-Reads the same streams three ways in this process, and reports its CPU per token for each:
-`httpx`: chatsite's own provider (`OpenAIProvider.stream`: shared AsyncClient, aiter_raw, SSEDecoder,
-read_chunk); `protocol`: a raw asyncio Protocol feeding the same SSEDecoder and read_chunk (one
-wake-up per network read); `floor`: a raw Protocol that only counts bytes. The difference between
-the first two is what owning the upstream read would save per token, before any frame is sent.
+Reads the same streams several ways in this process, each on a fresh event loop of each kind, in
+interleaved rounds, and reports its CPU per token for each: `aiohttp`: chatsite's own provider
+(`OpenAIProvider.stream` through the shared AsyncClient on httpx-aiohttp's transport, aiter_raw,
+SSEDecoder, read_chunk); `httpx`: the same provider on httpx's default transport (httpcore, as
+before); `protocol`: a raw asyncio Protocol feeding the same SSEDecoder and read_chunk (one
+wake-up per network read); `floor`: a raw Protocol that only counts bytes.
 """
 
 import argparse
@@ -73,15 +74,27 @@ async def one_httpx(provider, model, content):
 
 async def run(way, c, model, port):
     import django
+    import httpx
 
     django.setup()
+    from chat.providers import http
     from chat.providers.openai import OpenAIProvider
+
+    from chat.providers import openai
+
+    # aiohttp-raw: the same transport read through httpx's aiter_raw (two async generators per read)
+    openai.body = (lambda response: response.aiter_raw()) if way == "aiohttp-raw" else http.body
+    if way == "httpx":  # the default transport in the shared client's place
+        http._clients[asyncio.get_running_loop()] = httpx.AsyncClient(
+            timeout=httpx.Timeout(65, connect=10),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=16, keepalive_expiry=30),
+        )
 
     provider = OpenAIProvider({"base_url": f"http://127.0.0.1:{port}/v1", "api_key": "x"})
     jobs = []
     for i in range(c):
         content = f"{way}-{i}-{time.time()}"
-        if way == "httpx":
+        if way in ("httpx", "aiohttp", "aiohttp-raw"):
             jobs.append(one_httpx(provider, model, content))
         else:
             body = json.dumps({"model": model, "stream": True, "stream_options": {"include_usage": True},
@@ -89,7 +102,18 @@ async def run(way, c, model, port):
             jobs.append(one_raw(port, body, way == "protocol"))
     start = cpu_seconds(os.getpid())
     await asyncio.gather(*jobs)
-    return cpu_seconds(os.getpid()) - start
+    cpu = cpu_seconds(os.getpid()) - start
+    await http.close_client()
+    return cpu
+
+
+def loop_factory(kind):
+    """Return a new event loop of `kind` (asyncio or uvloop)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def main():
@@ -98,6 +122,8 @@ def main():
     parser.add_argument("--gap-ms", type=float, default=20)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ways", default="httpx,aiohttp,protocol,floor")
+    parser.add_argument("--loops", default="asyncio,uvloop")
     args = parser.parse_args()
     port = free_port()
     mock = subprocess.Popen([PYTHON, "bench/mock_server.py", "--port", str(port)], cwd=ROOT,
@@ -107,11 +133,15 @@ def main():
         model = f"bench+ttft=50+gap={args.gap_ms:g}+tokens={args.tokens}"
         results = {}
         for _ in range(args.repeat):
-            for way in ("httpx", "protocol", "floor"):
-                cpu = asyncio.run(run(way, args.c, model, port))
-                results.setdefault(way, []).append(cpu * 1e6 / (args.c * args.tokens))
-        print(f"| read path (C={args.c}, gap {args.gap_ms:g} ms, {args.tokens} tokens) | client CPU µs/token, "
-              f"median of {args.repeat} (each) |\n|---|---:|")
+            for kind in args.loops.split(","):
+                for way in args.ways.split(","):
+                    with asyncio.Runner(loop_factory=lambda: loop_factory(kind)) as runner:
+                        cpu = runner.run(run(way, args.c, model, port))
+                    results.setdefault(f"{way} on {kind}", []).append(cpu * 1e6 / (args.c * args.tokens))
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[0]
+        print(f"| read path (C={args.c}, gap {args.gap_ms:g} ms, {args.tokens} tokens; load {load} at the end) "
+              f"| client CPU µs/token, median of {args.repeat} (each) |\n|---|---:|")
         for way, values in results.items():
             each = ", ".join(f"{v:.0f}" for v in values)
             print(f"| {way} | {sorted(values)[len(values) // 2]:.0f} ({each}) |")

@@ -7,9 +7,13 @@
 Models must also be listed in CHAT_MODELS: `allow(settings, "mock/gpt-4.1-mini+fault=stall_mid")`.
 """
 
+import asyncio
+import time
+
 import pytest
 
 from chat.mock_upstream import MockUpstream
+from chat.providers.http import close_client
 
 
 def allow(settings, *models):
@@ -34,10 +38,25 @@ def mock(mock_upstream):
 
 
 @pytest.fixture
-def use_mock(settings, mock):
+async def use_mock(settings, mock):
     settings.CHAT_PROVIDERS = {
         **settings.CHAT_PROVIDERS,
         "mock": {"api": "openai", "base_url": mock.base_url + "/v1", "api_key": "test-key"},
         "mockanthropic": {"api": "anthropic", "base_url": mock.base_url, "api_key": "test-key"},
     }
-    return mock
+    yield mock
+    # The test's event loop ends with the test: close its upstream connections with it, so the next
+    # test's counts start from none.
+    await close_client()
+    deadline = time.monotonic() + 2
+    while mock.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+def upstream_pool():
+    """Return (idle, busy) connections in this loop's shared upstream pool (aiohttp's connector)."""
+    from chat.providers.http import client
+
+    connector = client()._transport.client.connector
+    idle = [proto for conns in connector._conns.values() for proto, _ in conns]
+    return idle, list(connector._acquired)

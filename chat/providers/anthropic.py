@@ -3,7 +3,7 @@
 import json
 
 from chat.providers import UpstreamError, Usage
-from chat.providers.http import post
+from chat.providers.http import body, post
 from chat.sse import END, texts
 
 API_VERSION = "2023-06-01"
@@ -39,7 +39,7 @@ class AnthropicProvider:
                     return END
                 return read_event(call, event)
 
-            async for text in texts(response.aiter_raw(), read):
+            async for text in texts(body(response), read):
                 yield text
             if not call.finish_reason:  # no message_stop is tolerable once message_delta said why it ended
                 raise UpstreamError("The upstream ended the stream before the reply was finished.")

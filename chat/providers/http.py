@@ -9,65 +9,77 @@ import random
 import time
 import weakref
 
+import aiohttp
 import httpx
 from django.conf import settings
+from httpx_aiohttp import AiohttpTransport
 
 from chat.providers import UpstreamError
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-SHARDS = 8  # connection pools behind the shared client
 _clients = weakref.WeakKeyDictionary()
 
 
-class ShardedTransport(httpx.AsyncBaseTransport):
-    """A few small connection pools behind one client; each request takes the least busy pool.
+class Transport(AiohttpTransport):
+    """httpx-aiohttp's transport (aiohttp's connection pool and C parser under the httpx API).
 
-    httpcore scans every connection of its pool (a syscall for each idle one) whenever a request
-    starts or ends, so one pool holding hundreds of streams costs more per request than the request
-    itself. At low load the first pool is always the least busy, so keep-alive connections are
-    reused as with a single pool.
+    A response closed before its end closes its connection rather than pooling it (aiohttp's
+    `should_close`). Errors surface as the httpx exceptions httpcore would raise, so the retry rules
+    below read the same whichever transport is underneath. The body is a `Body`, also offered as
+    `response.extensions["body"]` so the relay can read it without httpx's generator per read.
     """
 
-    def __init__(self, shards, **options):
-        self.transports = [httpx.AsyncHTTPTransport(**options) for _ in range(shards)]
-        self.busy = [0] * shards
-
     async def handle_async_request(self, request):
-        """Send the request through the least busy pool; the pool is freed when the response closes."""
-        shard = self.busy.index(min(self.busy))
-        self.busy[shard] += 1
+        """Send the request; raise httpx's exception for an aiohttp failure before the reply began."""
         try:
-            response = await self.transports[shard].handle_async_request(request)
-        except BaseException:
-            self.busy[shard] -= 1
+            response = await super().handle_async_request(request)
+        except httpx.HTTPError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiohttp.ClientConnectorError):
+                raise httpx.ConnectError(str(cause), request=request) from cause
+            if isinstance(cause, aiohttp.ConnectionTimeoutError):
+                raise httpx.ConnectTimeout(str(cause), request=request) from cause
+            if isinstance(cause, aiohttp.SocketTimeoutError):
+                raise httpx.ReadTimeout(str(cause), request=request) from cause
+            if isinstance(cause, aiohttp.ClientConnectionError):  # dropped before answering
+                raise httpx.RemoteProtocolError(str(cause), request=request) from cause
             raise
-        response.stream = LeasedStream(response.stream, self.busy, shard)
+        response.stream = response.extensions["body"] = Body(response.stream._aiohttp_response, request)
         return response
 
-    async def aclose(self):
-        """Close every pool."""
-        for transport in self.transports:
-            await transport.aclose()
 
+class Body(httpx.AsyncByteStream):
+    """A response body: each read returns the bytes the socket has so far (no buffer to fill)."""
 
-class LeasedStream(httpx.AsyncByteStream):
-    """A response body that gives its pool back when closed (iterated directly: no extra layer per read)."""
+    __slots__ = ("response", "request")
 
-    def __init__(self, stream, busy, shard):
-        self.stream, self.busy, self.shard = stream, busy, shard
+    def __init__(self, response, request):
+        self.response, self.request = response, request
 
     def __aiter__(self):
-        return self.stream.__aiter__()
+        return self
+
+    async def __anext__(self):
+        try:
+            chunk = await self.response.content.readany()
+        except aiohttp.SocketTimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc), request=self.request) from exc
+        except aiohttp.ClientError as exc:  # the connection dropped mid-body, or the body is malformed
+            raise httpx.ReadError(str(exc) or exc.__class__.__name__, request=self.request) from exc
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def aclose(self):
-        try:
-            await self.stream.aclose()
-        finally:
-            if self.busy is not None:
-                self.busy[self.shard] -= 1
-                self.busy = None
+        """Release the connection: pooled if the body was read to its end, else closed at once."""
+        await self.response.__aexit__(None, None, None)
+
+
+def body(response):
+    """Return an async iterator over a streaming response's raw body, as the bytes arrive."""
+    return response.extensions.get("body") or response.aiter_raw()
 
 
 def client():
@@ -75,16 +87,26 @@ def client():
     loop = asyncio.get_running_loop()
     shared = _clients.get(loop)
     if shared is None or shared.is_closed:
-        # Timeouts: the relay's watchdog enforces first-token and stall limits; httpx's read
-        # timeout is only a backstop for a socket that never answers at all.
+        # Timeouts: the relay's watchdog enforces first-token and stall limits; the read timeout is
+        # only a backstop for a socket that never answers at all.
         backstop = max(settings.CHAT_FIRST_TOKEN_TIMEOUT, settings.CHAT_STALL_TIMEOUT) + 5
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=16, keepalive_expiry=30)
+        # limit=0: as many connections as streams (CHAT_MAX_CONCURRENT caps those); idle ones are kept 30 s.
+        transport = Transport()
+        transport.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=transport.ssl_context)
+        )
         shared = httpx.AsyncClient(
-            timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT),
-            transport=ShardedTransport(SHARDS, limits=limits),
+            timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT), transport=transport
         )
         _clients[loop] = shared
     return shared
+
+
+async def close_client():
+    """Close this event loop's shared client and its connections, if it has one."""
+    shared = _clients.pop(asyncio.get_running_loop(), None)
+    if shared is not None:
+        await shared.aclose()
 
 
 def retry_delay(attempt, retry_after=None):

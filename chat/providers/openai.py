@@ -4,7 +4,7 @@ import json
 from decimal import Decimal, InvalidOperation
 
 from chat.providers import UpstreamError, Usage
-from chat.providers.http import error_message, post
+from chat.providers.http import body, error_message, post
 from chat.sse import END, texts
 
 
@@ -37,7 +37,7 @@ class OpenAIProvider:
                     return END
                 return read_chunk(call, event.data)
 
-            async for text in texts(response.aiter_raw(), read):
+            async for text in texts(body(response), read):
                 yield text
             if not call.finish_reason:
                 raise UpstreamError("The upstream ended the stream before the reply was finished.")

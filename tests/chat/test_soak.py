@@ -17,10 +17,9 @@ from channels.db import database_sync_to_async
 
 from billing.models import UsageRecord
 from chat.models import Message
-from chat.providers.http import client
 from chat.relay import Ticker
 from tests.conftest import connect, new_session
-from tests.mock_fixtures import allow
+from tests.mock_fixtures import allow, upstream_pool
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.soak]
 
@@ -118,10 +117,9 @@ async def test_it_leaves_one_record_per_request_and_nothing_open(settings, use_m
     assert not Ticker.get().active
     leftover = [t for t in asyncio.all_tasks() if "Generation.run" in repr(t.get_coro()) and not t.done()]
     assert leftover == []
-    pools = [transport._pool for transport in client()._transport.transports]
-    pooled = [connection for pool in pools for connection in pool.connections]
-    assert all(c.is_idle() or c.is_closed() for c in pooled)
-    assert use_mock.stats(log=False)["connections"] - connections_before <= len(pooled)
+    idle, busy = upstream_pool()
+    assert busy == [] and all(proto.is_connected() for proto in idle)
+    assert use_mock.stats(log=False)["connections"] - connections_before <= len(idle)
 
     # Tokens billed: what the mock sent for a finished reply; what was read and stored for one cut short.
     sent = defaultdict(int)

@@ -1,5 +1,7 @@
 """The real HTTP path: consumer -> httpx -> the mock upstream on a socket, in both wire protocols."""
 
+import asyncio
+import time
 from decimal import Decimal
 
 import pytest
@@ -7,9 +9,8 @@ from asgiref.sync import sync_to_async
 
 from billing.models import ModelPrice, UsageRecord
 from chat.models import Message
-from chat.providers.http import client
 from tests.conftest import connect, receive_until_done
-from tests.mock_fixtures import allow
+from tests.mock_fixtures import allow, upstream_pool
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -194,10 +195,54 @@ def wait_for_request(mock, timeout=5):
 async def test_it_reuses_the_upstream_connection_for_the_next_request(alice_session, settings, use_mock, model):
     allow(settings, model)
     ws = await connect(alice_session)
+    pooled = []
     for _ in range(3):
         await ws.send_json_to({"type": "send", "content": "again", "model": model})
         assert (await receive_until_done(ws))[-1]["status"] == "completed"
+        idle, busy = upstream_pool()
+        assert busy == []
+        pooled.append(idle)
     await ws.disconnect()
-    pooled = [connection for t in client()._transport.transports for connection in t._pool.connections]
-    assert len(pooled) == 1 and pooled[0].is_idle()
+    assert len(pooled[0]) == 1 and pooled[0] == pooled[1] == pooled[2]  # the same connection each time
     assert [entry["status"] for entry in use_mock.stats()["log"]] == ["completed"] * 3
+
+
+async def wait_closed_early(mock, count, since, within=0.1):
+    """Return the seconds from `since` until the mock counted `count` early closes (fail after 5 s)."""
+    deadline = since + 5
+    while mock.stats(log=False)["closed_early"] < count:
+        assert time.monotonic() < deadline, "the upstream connection was never closed"
+        await asyncio.sleep(0.002)
+    return time.monotonic() - since
+
+
+@pytest.mark.parametrize("end", ["stop", "disconnect"])
+@pytest.mark.parametrize("model", [OPENAI, ANTHROPIC])
+async def test_it_closes_the_upstream_at_once_and_never_pools_the_half_read_connection(
+    alice_session, settings, use_mock, model, end
+):
+    slow = model + "+gap=20+tokens=500"
+    allow(settings, slow, model)
+    ws = await connect(alice_session)
+    await ws.send_json_to({"type": "send", "content": "a long one please", "model": slow})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "start"
+    assert (await ws.receive_json_from(timeout=5))["type"] == "delta"
+    _, (streaming,) = upstream_pool()
+    since = time.monotonic()
+    if end == "stop":
+        await ws.send_json_to({"type": "stop"})
+    else:
+        await ws.disconnect()
+    # The close reaches the mock at once: not after the stream's 10 s, nor after a drain.
+    assert await wait_closed_early(use_mock, 1, since) < 0.1
+    if end == "stop":
+        assert (await receive_until_done(ws))[-1]["status"] == "stopped"
+    else:
+        ws = await connect(alice_session)
+    # The next request cannot get the half-read connection back: the mock sees a new one.
+    await ws.send_json_to({"type": "send", "content": "next", "model": model})
+    assert (await receive_until_done(ws))[-1]["status"] == "completed"
+    await ws.disconnect()
+    idle, busy = upstream_pool()
+    assert len(idle) == 1 and busy == [] and streaming not in idle and not streaming.is_connected()
+    assert [entry["status"] for entry in use_mock.stats()["log"]] == ["closed_early", "completed"]

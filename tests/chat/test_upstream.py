@@ -207,12 +207,9 @@ async def test_it_reuses_the_upstream_connection_for_the_next_request(alice_sess
     assert [entry["status"] for entry in use_mock.stats()["log"]] == ["completed"] * 3
 
 
-async def wait_closed_early(mock, count, since, within=0.1):
-    """Return the seconds from `since` until the mock counted `count` early closes (fail after 5 s)."""
-    deadline = since + 5
-    while mock.stats(log=False)["closed_early"] < count:
-        assert time.monotonic() < deadline, "the upstream connection was never closed"
-        await asyncio.sleep(0.002)
+def seconds_until_idle(mock, since):
+    """Return the seconds from `since` until the mock's last stream ended (timed on the mock's side)."""
+    assert mock.wait_idle(5), "the upstream connection was never closed"
     return time.monotonic() - since
 
 
@@ -229,12 +226,14 @@ async def test_it_closes_the_upstream_at_once_and_never_pools_the_half_read_conn
     assert (await ws.receive_json_from(timeout=5))["type"] == "delta"
     _, (streaming,) = upstream_pool()
     since = time.monotonic()
+    closed = asyncio.create_task(asyncio.to_thread(seconds_until_idle, use_mock, since))
     if end == "stop":
         await ws.send_json_to({"type": "stop"})
     else:
         await ws.disconnect()
     # The close reaches the mock at once: not after the stream's 10 s, nor after a drain.
-    assert await wait_closed_early(use_mock, 1, since) < 0.1
+    assert await closed < 0.1
+    assert use_mock.stats()["closed_early"] == 1
     if end == "stop":
         assert (await receive_until_done(ws))[-1]["status"] == "stopped"
     else:

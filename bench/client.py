@@ -204,6 +204,7 @@ class Upstream(asyncio.Protocol):
 
     def __init__(self):
         self.transport = None
+        self.key = "x"  # the bearer token sent
         self.req = None
         self.in_body = False
         self.head = bytearray()
@@ -258,7 +259,7 @@ class Upstream(asyncio.Protocol):
         }).encode()
         self.transport.write(
             f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer x\r\nAccept-Encoding: identity\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            f"Authorization: Bearer {self.key}\r\nAccept-Encoding: identity\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
         return self.req

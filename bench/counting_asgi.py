@@ -43,7 +43,26 @@ def _no_channel_layer():
     ChatConsumer.channel_layer_alias = "bench-no-layer"  # get_channel_layer() answers None
 
 
-PATCHES = {"no_channel_layer": _no_channel_layer}
+def _httpcore_transport():
+    """The read path before httpx-aiohttp: the shared client on httpx's default transport (httpcore)."""
+    import asyncio
+
+    import httpx
+
+    from chat.providers import http
+
+    def client():
+        loop = asyncio.get_running_loop()
+        shared = http._clients.get(loop)
+        if shared is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=16, keepalive_expiry=30)
+            shared = http._clients[loop] = httpx.AsyncClient(timeout=httpx.Timeout(65, connect=10), limits=limits)
+        return shared
+
+    http.client = client
+
+
+PATCHES = {"no_channel_layer": _no_channel_layer, "httpcore_transport": _httpcore_transport}
 # Experiments for recommendations, applied in this process only (run.py --patch NAME).
 for _name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):
     PATCHES[_name]()

@@ -84,7 +84,8 @@ async def memory_round(args, servers):
 
 async def profile_round(args, servers, out):
     """Record daphne with py-spy during a C=200 relay round; return the summary."""
-    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    py_spy = (shutil.which("py-spy", path=str(Path(sys.executable).parent))
+              or shutil.which("py-spy", path=str(ROOT / ".venv-bench" / "bin")) or shutil.which("py-spy"))
     if not py_spy:
         say("py-spy not found: pip install -r bench/requirements.txt")
         return None

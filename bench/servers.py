@@ -69,6 +69,8 @@ class Servers:
         self.mock_port = None
         self.daphnes = []  # (Popen, port)
         self.models = []
+        # How daphne is started: chatsite's entry point (uvloop when installed); [DAPHNE] is plain asyncio.
+        self.command = [PYTHON, "-m", "chatsite.serve"]
 
     def env(self, flush_ms=None):
         env = dict(os.environ, SECRET_KEY="bench", DATABASE_URL=self.database_url, MOCK_API_KEY="x",
@@ -106,7 +108,7 @@ class Servers:
         for i in range(count):
             port = free_port()
             proc = subprocess.Popen(
-                [DAPHNE, "-b", "127.0.0.1", "-p", str(port), self.asgi],
+                [*self.command, "-b", "127.0.0.1", "-p", str(port), self.asgi],
                 cwd=ROOT, env=self.env(flush_ms), stdout=self.log(f"daphne-{i}"), stderr=subprocess.STDOUT,
             )
             self.daphnes.append((proc, port))

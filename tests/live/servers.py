@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DAPHNE = [sys.executable, "-m", "daphne"]
+DAPHNE = [sys.executable, "-m", "chatsite.serve"]  # daphne on uvloop, as served in production
 
 
 def in_ci():

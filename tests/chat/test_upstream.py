@@ -218,6 +218,7 @@ def seconds_until_idle(mock, since):
 async def test_it_closes_the_upstream_at_once_and_never_pools_the_half_read_connection(
     alice_session, settings, use_mock, model, end
 ):
+    settings.CHAT_RESUME_GRACE_S = 0  # no grace period: the disconnect ends the reply at once
     slow = model + "+gap=20+tokens=500"
     allow(settings, slow, model)
     ws = await connect(alice_session)

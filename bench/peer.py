@@ -15,6 +15,7 @@ included), and memory per open stream (peak RSS growth in the round / C). `direc
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,7 @@ async def one_round(relay, c, model, tokens, per_client, label, mock_port):
     port = relay.port if relay else mock_port
     pid = relay.process.pid if relay else None
     await http(mock_port, "/mock/reset", "POST")
-    conns = [await client.open_upstream("127.0.0.1", port) for _ in range(c)]
+    conns = [await open_completions(port) for _ in range(c)]
     for conn in conns:
         conn.key = relay.key if relay else "x"
     cpu0 = cpu_seconds(pid) if pid else 0.0
@@ -114,8 +115,8 @@ async def main():
         wait_port(mock_port, mock)
         mock_base = f"http://127.0.0.1:{mock_port}/v1"
         relays.append(start_litellm(workdir, mock_base, log))
-        relays += start_chatsite(workdir, mock_base, log)
-        model = "bench+" + model_name(args.gap_ms, args.tokens).split("+", 1)[1]
+        model = model_name(args.gap_ms, args.tokens)
+        relays += start_chatsite(workdir, mock_base, log, model)
         results = {}
         for repeat in range(args.repeat):
             for c in args.levels:
@@ -152,9 +153,65 @@ async def main():
     print(f"\nlogs in {workdir}")
 
 
-def start_chatsite(workdir, mock_base, log):
+def start_chatsite(workdir, mock_base, log, model):
     """Start chatsite (one process, SQLite) serving its OpenAI-compatible endpoint; [] if it has none."""
-    return []
+    if not (ROOT / "gateway").is_dir():
+        print("chatsite has no OpenAI-compatible endpoint (gateway/) in this tree: LiteLLM alone", flush=True)
+        return []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "CHAT_", "DJANGO_"))}
+    env.update(SECRET_KEY="bench", DATABASE_URL=f"sqlite:///{workdir}/chatsite.sqlite3", CHAT_MODELS="mock/" + model,
+               MOCK_BASE_URL=mock_base, MOCK_API_KEY="x", DJANGO_SETTINGS_MODULE="chatsite.settings",
+               LOG_LEVEL="WARNING", CHAT_RATE_LIMIT="0", PYTHONUNBUFFERED="1")
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True,
+                   stdout=log, stderr=subprocess.STDOUT)
+    key = subprocess.run([PYTHON, "manage.py", "apikey", "create", "--name", "bench"], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    port = free_port()
+    process = subprocess.Popen([PYTHON, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(port),
+                                "chatsite.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port, process, timeout=60)
+    return [Relay("chatsite", port, process, key=key, model_prefix="mock/")]
+
+
+class Completions(client.Upstream):
+    """bench/client.py's keep-alive SSE reader, counting any relay's chunks: one non-empty content delta each."""
+
+    def data_received(self, data):
+        now = time.time()
+        req = self.req
+        if req is None:
+            return
+        if not self.in_body:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.head.startswith(b"HTTP/1.1 200"):
+                req.end("error", bytes(self.head[:12]).decode("latin-1"))
+                self.transport.close()
+                return
+            data = bytes(self.head[end + 4:])
+            self.head.clear()
+            self.in_body = True
+        seen = self.tail + data
+        tokens = len(CONTENT.findall(seen)) - len(CONTENT.findall(self.tail))
+        self.tail = seen[-40:]
+        if tokens:
+            if req.first_at is None:
+                req.first_at = now
+            req.frames.append((now, tokens))
+            req.tokens += tokens
+        if self.tail.endswith(client.HTTP_END):
+            self.in_body, self.tail, self.req = False, b"", None
+            req.end("completed")
+
+
+CONTENT = re.compile(rb'"content": ?"[^"]')  # a delta with text (the mock's tokens are words)
+
+
+async def open_completions(port):
+    _, conn = await asyncio.get_running_loop().create_connection(Completions, "127.0.0.1", port)
+    return conn
 
 
 if __name__ == "__main__":

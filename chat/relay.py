@@ -125,7 +125,7 @@ class SocketClosed(Exception):
     """The browser's socket closed before the consumer heard of it."""
 
 
-class Generation:
+class Generation(replies.Watched):
     """One reply in flight: its upstream call, its frames to its watchers, and the record it leaves.
 
     Frames carry sequence numbers (`seq`, from 1); `offsets[n - 1]` is the length of the text sent
@@ -174,92 +174,6 @@ class Generation:
             self.reason = self.reason or reason
             if self.call is not None:
                 self.task.cancel()
-
-    # --- watchers ---------------------------------------------------------------------------
-
-    def catchup(self, after):
-        """Return the `catchup` frame with the text sent after frame `after` (the seq a socket has)."""
-        after = min(max(0, after), self.seq)
-        start = self.offsets[after - 1] if after else 0
-        text = "".join(self.text)[start:self.sent_len]
-        turn = self.turn
-        return json.dumps({"type": "catchup", "conversation": turn.conversation_id, "message": turn.message_id,
-                           "model": turn.call.model, "after": after, "seq": self.seq, "text": text})
-
-    async def attach(self, send, after):
-        """Let a socket of this process watch from frame `after` on; return False if it is too late."""
-        if self.finishing or self.turn is None:
-            return False
-        watcher = self.watching(send)
-        if watcher is not None:  # it watches already (a page that saw a gap): just the catch-up
-            await watcher(self.catchup(after))
-            return True
-        watcher = replies.LocalWatcher(send)
-        self.watchers.append(watcher)
-        self.returned()
-        try:
-            await watcher(self.catchup(after))  # no frame can come between: the ASGI send does not yield
-        except Exception:
-            self.drop(watcher)
-            raise
-        return True
-
-    def watching(self, send):
-        """Return the watcher of this process's socket `send`, if it watches."""
-        for watcher in self.watchers:
-            if isinstance(watcher, replies.LocalWatcher) and watcher.send is send:
-                return watcher
-        return None
-
-    def attach_remote(self, layer, channel, after):
-        """Let a socket of another process watch from frame `after` on; return False if it is too late."""
-        if self.finishing or self.turn is None:
-            return False
-        watcher = replies.RemoteWatcher(layer, channel, self.turn.message_id, self.drop)
-        watcher.queue.put_nowait(self.catchup(after))
-        self.watchers.append(watcher)
-        self.returned()
-        return True
-
-    def detach(self, send):
-        """A socket of this process stopped watching (it closed)."""
-        watcher = self.watching(send)
-        if watcher is not None:
-            self.drop(watcher)
-
-    def detach_remote(self, channel):
-        for watcher in self.watchers:
-            if isinstance(watcher, replies.RemoteWatcher) and watcher.channel == channel:
-                watcher.close()
-                self.drop(watcher)
-                return
-
-    def drop(self, watcher):
-        """Forget a watcher; with nobody left, end the reply now or after CHAT_RESUME_GRACE_S."""
-        if watcher not in self.watchers:
-            return
-        self.watchers.remove(watcher)
-        if self.watchers or self.finishing:
-            return
-        loop = asyncio.get_running_loop()
-        self.left = (loop.time(), self.call.pieces if self.call is not None and self.first_at is not None else 0,
-                     self.first_at is not None)
-        grace = settings.CHAT_RESUME_GRACE_S
-        if grace <= 0:
-            self.cancel("disconnect")
-        elif self.grace is None:
-            self.grace = loop.call_later(grace, self.grace_over)
-
-    def returned(self):
-        self.left = None
-        if self.grace is not None:
-            self.grace.cancel()
-            self.grace = None
-
-    def grace_over(self):
-        self.grace = None
-        if not self.watchers:
-            self.cancel("disconnect")
 
     # --- the relay --------------------------------------------------------------------------
 

@@ -148,3 +148,83 @@ def test_it_keeps_the_page_usable_after_resuming(page, mock):
     first, second = Message.objects.filter(conversation__title="first", role="assistant").order_by("pk")
     assert [first.status, second.status] == ["completed", "completed"]
     assert UsageRecord.objects.filter(message__in=[first, second], status="completed").count() == 2
+
+
+# --- two daphne processes on PostgreSQL and Redis --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_servers(chromium, mock, tmp_path_factory):
+    """Two daphne processes sharing PostgreSQL and Redis (skipped without them; failed under CI)."""
+    import psycopg
+
+    from tests.browser.conftest import MODELS
+    from tests.live.servers import Deployment, Server, Store, live_postgres, live_redis, migrate, server_env
+    from tests.live.servers import services_or_skip
+
+    admin_url, database_url, name = live_postgres()
+    services_or_skip(admin_url, live_redis())
+    name, database_url = name + "_browser", database_url + "_browser"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    workdir = tmp_path_factory.mktemp("browser-two")
+    env = server_env(database_url, live_redis(), MODELS, mock.base_url + "/v1", CHAT_RESUME_GRACE_S=GRACE_S,
+                     CHAT_SHUTDOWN_TIMEOUT=2, DB_POOL_SIZE=4)
+    migrate(env)
+    deployment = Deployment([Server(env, workdir / f"daphne-{n}.log").start() for n in (1, 2)], Store(database_url))
+    yield deployment
+    deployment.stop()
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.services
+def test_it_resumes_a_reload_that_lands_on_another_process(context, two_servers, mock):
+    one, two = two_servers.servers
+    tab = open_chat(context.new_page(), one.url)
+    mock.wait_idle(10)
+    mock.reset()
+    send(tab, "across processes", RESUME)
+    wait_for_text(tab, 20)
+    message_id = reply_id(tab)
+    path = tab.url.split(one.url, 1)[1]
+    assert path.startswith("/c/")
+    open_chat(tab, two.url + path)  # the same person (cookies are per host), on the other process
+    samples = []
+    sample_while_streaming(tab, samples)
+    reply = wait_for_reply(tab)
+    assert int(reply.get_attribute("data-id")) == message_id
+    assert mock.wait_idle(10)
+    sent = sent_by_mock(mock, "across processes")
+    final = screen_text(tab).strip()
+    assert sent["status"] == "completed" and final == sent["text"].strip()
+    assert [s for s in samples if s], "the reply was seen streaming on the second process"
+    for sample in samples:
+        assert final.startswith(sample.strip()), "a gap or a duplicate was shown"
+    assert two_servers.store.message(message_id) == ("completed", sent["text"])
+    assert two_servers.store.wait_record(message_id) == [("completed", 120)]
+    tab.close()
+
+
+@pytest.mark.services
+def test_it_stores_the_reply_when_its_process_gets_sigterm_mid_reply(context, two_servers, mock):
+    one, two = two_servers.servers
+    tab = open_chat(context.new_page(), one.url)
+    mock.wait_idle(10)
+    mock.reset()
+    send(tab, "until the restart", LONG)
+    wait_for_text(tab, 20)
+    message_id = reply_id(tab)
+    try:
+        assert one.terminate(timeout=30) == 0, one.log()
+    finally:
+        one.start()  # for whatever runs next
+    # The process finished the reply's business before it exited: the page got its `done`.
+    reply = wait_for_reply(tab, "failed")
+    expect(reply.get_by_role("alert")).to_contain_text("restarted")
+    status, content = two_servers.store.message(message_id)
+    assert status == "failed" and content and screen_text(tab).strip() == content.strip()
+    [(record_status, tokens)] = two_servers.store.records(message_id)
+    assert record_status == "failed" and 0 < tokens < 400
+    tab.close()

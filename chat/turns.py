@@ -172,7 +172,7 @@ def done_frame(message_id, status, record, text):
 @database_sync_to_async
 def replies_of(owner, conversation_id, message_ids):
     """Return (ids of the replies streaming in the person's conversation, `done` of each finished one asked for)."""
-    conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+    conversations = Conversation.objects.owned_by(owner.user, owner.visitor)
     replies = Message.objects.filter(conversation__in=conversations, role=Message.Role.ASSISTANT)
     streaming = []
     if conversation_id is not None:
@@ -188,7 +188,7 @@ def replies_of(owner, conversation_id, message_ids):
 @database_sync_to_async
 def done_of(owner, message_id):
     """Return the `done` frame of a stored reply of the person's, or None while it is still streaming."""
-    conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+    conversations = Conversation.objects.owned_by(owner.user, owner.visitor)
     message = Message.objects.filter(pk=message_id, conversation__in=conversations).first()
     if message is None or message.status == Message.Status.STREAMING:
         return None
@@ -198,7 +198,7 @@ def done_of(owner, message_id):
 @database_sync_to_async
 def lost_done(owner, message_id):
     """Return a `failed` done for a reply left `streaming` by a process that died (nothing produces it)."""
-    conversations = Conversation.objects.owned_by(owner.user, owner.session_key)
+    conversations = Conversation.objects.owned_by(owner.user, owner.visitor)
     message = Message.objects.filter(pk=message_id, conversation__in=conversations).first()
     if message is None:
         return None

@@ -31,9 +31,11 @@ def streaming(tab):
     return tab.evaluate(f"() => {LAST}?.dataset.status === 'streaming'")
 
 
-def sample_while_streaming(tab, samples):
+def sample_while_streaming(tab, samples, timeout=60):
     """Read the reply's text every 100 ms until it ends (each read must be a prefix of the final text)."""
+    deadline = time.monotonic() + timeout
     while streaming(tab):
+        assert time.monotonic() < deadline, f"the reply still streams after {timeout} s: {samples[-1:]}"
         samples.append(screen_text(tab))
         tab.wait_for_timeout(100)
 

@@ -5,24 +5,17 @@ from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.db import connection
-from django.db.models import Aggregate, Case, Count, F, IntegerField, Sum, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from billing import abandonment, periods, reports, savings
+from billing.models import UsageRecord
 
 # Time-to-first-token bins, in ms: [edge, next edge).
 TTFT_EDGES = [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000]
 TTFT_BINS = [f"{a / 1000:g}-{b / 1000:g} s" for a, b in zip(TTFT_EDGES, TTFT_EDGES[1:])] + [f"{TTFT_EDGES[-1] / 1000:g} s+"]
 TOP_PEOPLE = 10
-
-
-class PercentileDisc(Aggregate):
-    """PostgreSQL's percentile_disc: the smallest value with at least `fraction` of the values at or below it."""
-
-    function = "percentile_disc"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = IntegerField()
 
 
 @dataclass(frozen=True)
@@ -57,17 +50,38 @@ class Filters:
         return records
 
 
-def daily(filters, records):
-    """Return (days, models, {(day, model): figures}) from one query grouped by calendar day and model."""
-    found = records.annotate(day=reports.day_of("started")).values("day", "model").annotate(
+def ttft_bin():
+    """Return a record's time-to-first-token bin index, or null when it had no first token."""
+    whens = [When(ttft_ms__isnull=True, then=Value(None))]
+    whens += [When(ttft_ms__lt=edge, then=Value(i - 1)) for i, edge in enumerate(TTFT_EDGES) if i]
+    return Case(*whens, default=Value(len(TTFT_EDGES) - 1), output_field=IntegerField())
+
+
+def scan(records):
+    """Return the period's figures per (day, model, status, ttft bin, wait bucket), from one pass over its records.
+
+    The groups are few (the bins and buckets go together) and every chart but the percentiles, the people and
+    the cut-short replies adds them up differently, so the records are read once for all of them.
+    """
+    return list(records.annotate(
+        day=reports.day_of("started"), bin=ttft_bin(), bucket=abandonment.wait_bucket(),
+    ).values("day", "model", "status", "bin", "bucket").annotate(
         requests=Count("id"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
         cost=reports.cost_sum(),
-    )
-    cells = {(str(v["day"])[:10], v["model"]): v for v in found}
+    ))
+
+
+def daily(filters, groups):
+    """Return (days, models by cost, {(day, model): figures}) from the scanned groups."""
+    cells = {}
+    for g in groups:
+        cell = cells.setdefault((str(g["day"])[:10], g["model"]), {})
+        for name in ("requests", "prompt_tokens", "completion_tokens", "cost"):
+            cell[name] = cell.get(name, 0) + (g[name] or 0)
     days = [str(day) for day in periods.days_between(filters.start, filters.end, timezone.get_current_timezone())]
     costs = {}
     for (_, model), v in cells.items():
-        costs[model] = costs.get(model, 0) + (v["cost"] or 0)
+        costs[model] = costs.get(model, 0) + v["cost"]
     models = sorted(costs, key=lambda m: (-costs[m], m))
     return days, models, cells
 
@@ -87,35 +101,31 @@ def daily_tables(days, models, cells):
     return cost_rows, request_rows, token_rows
 
 
-def ttft_bin():
-    """Return the expression giving a record's time-to-first-token bin index."""
-    whens = [When(ttft_ms__lt=edge, then=Value(i - 1)) for i, edge in enumerate(TTFT_EDGES) if i]
-    return Case(*whens, default=Value(len(TTFT_EDGES) - 1), output_field=IntegerField())
-
-
-def ttft(records):
+def ttft(groups, found):
     """Return one row per model: requests with a first token, p50 and p95 in ms, and the count in each bin."""
-    timed = records.filter(ttft_ms__isnull=False)
     counts = {}
-    for v in timed.annotate(bin=ttft_bin()).values("model", "bin").annotate(n=Count("id")):
-        counts.setdefault(v["model"], [0] * len(TTFT_BINS))[v["bin"]] = v["n"]
-    rows = []
-    for model, (p50, p95) in sorted(percentiles(timed).items()):
-        rows.append({"model": model, "requests": sum(counts[model]), "p50": p50, "p95": p95, "bins": counts[model]})
-    return rows
+    for g in groups:
+        if g["bin"] is not None:
+            counts.setdefault(g["model"], [0] * len(TTFT_BINS))[g["bin"]] += g["requests"]
+    return [
+        {"model": model, "requests": sum(counts[model]), "p50": found[model][0], "p95": found[model][1],
+         "bins": counts[model]}
+        for model in sorted(counts)
+    ]
 
 
-def percentiles(timed):
-    """Return {model: (p50, p95)} of ttft_ms, nearest rank: percentile_disc on PostgreSQL, a histogram elsewhere."""
+def percentiles(records):
+    """Return {model: (ttft p50, ttft p95, median completion tokens of completed replies)}: one query on PostgreSQL."""
     if connection.vendor == "postgresql":
-        found = timed.values("model").annotate(
-            p50=PercentileDisc("ttft_ms", fraction=0.5), p95=PercentileDisc("ttft_ms", fraction=0.95)
+        done = Q(status=UsageRecord.Status.COMPLETED)
+        found = records.values("model").annotate(
+            p50=reports.PercentileDisc("ttft_ms", fraction=0.5), p95=reports.PercentileDisc("ttft_ms", fraction=0.95),
+            median=reports.PercentileDisc("completion_tokens", fraction=0.5, filter=done),
         )
-        return {v["model"]: (v["p50"], v["p95"]) for v in found}
-    histograms = {}
-    for v in timed.values("model", "ttft_ms").annotate(n=Count("id")):
-        histograms.setdefault(v["model"], {})[v["ttft_ms"]] = v["n"]
-    return {m: (reports.nearest_rank(h, 50), reports.nearest_rank(h, 95)) for m, h in histograms.items()}
+        return {v["model"]: (v["p50"], v["p95"], v["median"]) for v in found}
+    ttfts = reports.percentiles_by(records.filter(ttft_ms__isnull=False), "model", "ttft_ms", 50, 95)
+    lengths = reports.percentiles_by(records.filter(status=UsageRecord.Status.COMPLETED), "model", "completion_tokens", 50)
+    return {m: (*ttfts.get(m, (None, None)), *lengths.get(m, (None,))) for m in set(ttfts) | set(lengths)}
 
 
 def bin_position(ms):
@@ -156,15 +166,34 @@ def refusals(filters):
 
 
 def figures(filters):
+    """Return every figure the dashboard shows, with its table, read in one transaction."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Its GROUP BYs and percentile sorts hold a few hundred thousand narrow rows: sorted in memory, not
+            # spilled to disk as with the default 4 MB. SET LOCAL ends with the transaction.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL work_mem = '64MB'")
+        return read_figures(filters)
+
+
+def read_figures(filters):
     """Return every figure the dashboard shows, with its table."""
     records = filters.records()
-    days, models, cells = daily(filters, records)
+    groups = scan(records)
+    days, models, cells = daily(filters, groups)
     cost_rows, request_rows, token_rows = daily_tables(days, models, cells)
+    found = percentiles(records)
+    waits = {}
+    for g in groups:
+        if g["status"] != UsageRecord.Status.FAILED:
+            waits[g["bucket"]] = waits.get(g["bucket"], 0) + g["requests"]
+    medians = {model: (p[2],) for model, p in found.items()}
     return {
         "days": days, "models": models, "cost_rows": cost_rows, "request_rows": request_rows,
-        "token_rows": token_rows, "ttft_rows": ttft(records), "ttft_bins": TTFT_BINS,
-        "abandonment_rows": abandonment.by_first_token_wait(records=records),
-        "people_rows": top_people(records), "savings_rows": savings.savings(records=records),
+        "token_rows": token_rows, "ttft_rows": ttft(groups, found), "ttft_bins": TTFT_BINS,
+        "abandonment_rows": abandonment.by_first_token_wait(records=records, requests=waits),
+        "people_rows": top_people(records),
+        "savings_rows": savings.savings(records=records, medians=medians),
         "savings_method": savings.METHOD, "reconcile_rows": reports.reconcile(records=records),
         "refusals": refusals(filters),
         "total_cost": sum((row["total"] for row in cost_rows), reports.as_cost(0)),

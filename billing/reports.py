@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import BigIntegerField, CharField, Count, F, Func, Q, Sum
+from django.db.models import Aggregate, BigIntegerField, CharField, Count, F, Func, IntegerField, Q, Sum
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
 
@@ -26,6 +26,28 @@ class CostUnits(Func):
 
     template = f"CAST(ROUND(%(expressions)s * {COST_UNITS}) AS INTEGER)"
     output_field = BigIntegerField()
+
+
+class PercentileDisc(Aggregate):
+    """PostgreSQL's percentile_disc: the smallest value with at least `fraction` of the values at or below it.
+
+    That is the nearest rank, as `nearest_rank` computes it from a histogram on other databases.
+    """
+
+    function = "percentile_disc"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = IntegerField()
+
+
+def percentiles_by(records, group, field, *ps):
+    """Return {group value: (the p-th percentile of `field`, for each p)} by nearest rank, in the database."""
+    if connection.vendor == "postgresql":
+        found = records.values(group).annotate(**{f"p{p}": PercentileDisc(field, fraction=p / 100) for p in ps})
+        return {v[group]: tuple(v[f"p{p}"] for p in ps) for v in found}
+    histograms = {}
+    for v in records.values(group, field).annotate(n=Count("id")):
+        histograms.setdefault(v[group], {})[v[field]] = v["n"]
+    return {key: tuple(nearest_rank(h, p) for p in ps) for key, h in histograms.items()}
 
 
 def dimensions(by):

@@ -4,13 +4,12 @@ An estimate: each reply cut short would otherwise have run to the median length 
 completed replies in the period; the tokens it did not generate are priced at its own output rate.
 """
 
-from collections import defaultdict
 from decimal import Decimal
 
 from django.db.models import Count
 
 from billing.models import COST_PLACES, MILLION, ModelPrice, UsageRecord
-from billing.reports import nearest_rank, records_between
+from billing.reports import percentiles_by, records_between
 
 METHOD = (
     "Estimate: a reply cut short (stopped or disconnected) would have run to the median length of the same "
@@ -36,19 +35,21 @@ def note_for(model):
     return PROVIDER_NOTES.get(provider, DEFAULT_NOTE.format(provider=provider))
 
 
-def savings(start=None, end=None, records=None):
-    """Return one row per model with replies cut short: the tokens not generated and what they would have cost."""
+def savings(start=None, end=None, records=None, medians=None):
+    """Return one row per model with replies cut short: the tokens not generated and what they would have cost.
+
+    `medians` ({model: (median completion tokens,)}) saves computing them again when the caller has.
+    """
     records = records if records is not None else records_between(start, end)
-    lengths = defaultdict(dict)
-    completed = records.filter(status=UsageRecord.Status.COMPLETED).order_by()
-    for v in completed.values("model", "completion_tokens").annotate(n=Count("id")):
-        lengths[v["model"]][v["completion_tokens"]] = v["n"]
+    if medians is None:
+        completed = records.filter(status=UsageRecord.Status.COMPLETED).order_by()
+        medians = percentiles_by(completed, "model", "completion_tokens", 50)
     cut = records.filter(status__in=CUT_SHORT).order_by().values("model", "price", "completion_tokens")
     cut = list(cut.annotate(n=Count("id")))
     rates = dict(ModelPrice.objects.filter(pk__in={v["price"] for v in cut}).values_list("pk", "output_per_mtok"))
     rows = {}
     for v in cut:
-        median = nearest_rank(lengths.get(v["model"], {}), 50)
+        (median,) = medians.get(v["model"], (None,))
         if median is None:
             continue
         row = rows.setdefault(v["model"], {

@@ -56,13 +56,16 @@ def bars(chart_id, title, labels, series, fmt=str, stacked=True):
                 f'<text x="{LEFT + i * slot + slot / 2:.1f}" y="{HEIGHT - BOTTOM + 14}" font-size="11" '
                 f'text-anchor="middle" fill="#333">{escape(short(label))}</text>'
             )
-    parts.append(legend([name for name, _ in series], HEIGHT - 16))
-    return svg(chart_id, title, mark_safe("".join(parts)))
+    key, lines = legend([name for name, _ in series], HEIGHT - 16)
+    parts.append(key)
+    return svg(chart_id, title, mark_safe("".join(parts)), height=HEIGHT + 16 * (lines - 1))
 
 
 def short(label, most=14):
     """Return a label cut to `most` characters, so axis labels do not overlap; the tooltip has it whole."""
     label = str(label)
+    if len(label) == 10 and label[4] == label[7] == "-":
+        return label[5:]  # a day: its month and day are enough under a bar
     return label if len(label) <= most else label[: most - 1] + "…"
 
 
@@ -78,15 +81,18 @@ def axis(top_label, plot_h):
 
 
 def legend(names, y):
-    """Return a one-line legend: a swatch and a name per series."""
-    parts, x = [], LEFT
+    """Return (a legend: a swatch and a name per series, wrapped to the chart's width, its number of lines)."""
+    parts, x, lines = [], LEFT, 1
     for k, name in enumerate(names):
+        width = 14 + 7 * len(str(name)) + 12
+        if x > LEFT and x + width > WIDTH:
+            x, y, lines = LEFT, y + 16, lines + 1
         parts.append(
             f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{color(k)}"/>'
             f'<text x="{x + 14}" y="{y}" font-size="11" fill="#333">{escape(name)}</text>'
         )
-        x += 14 + 7 * len(str(name)) + 12
-    return mark_safe("".join(parts))
+        x += width
+    return mark_safe("".join(parts)), lines
 
 
 def lanes(chart_id, title, bins, rows):

@@ -155,14 +155,19 @@ def top_people(records, limit=TOP_PEOPLE):
 
 
 def refusals(filters):
-    """Return refusals per day and kind, or None when this installation does not record refusals."""
+    """Return {(day, kind): refusals}, oldest first, or None when this installation does not record refusals.
+
+    Refusals carry the model asked for, not the person's name: the model filter applies, the person filter does not.
+    """
     try:
         Refusal = apps.get_model("billing", "Refusal")
     except LookupError:
         return None
     found = Refusal.objects.order_by().filter(created__gte=filters.start, created__lt=filters.end)
+    if filters.model:
+        found = found.filter(model=filters.model)
     found = found.annotate(day=reports.day_of("created")).values("day", "kind").annotate(n=Count("id"))
-    return {(str(v["day"])[:10], v["kind"]): v["n"] for v in found}
+    return dict(sorted(((str(v["day"])[:10], v["kind"]), v["n"]) for v in found))
 
 
 def figures(filters):

@@ -152,3 +152,21 @@ def test_it_filters_by_model_and_person(staff, seeded):
     mine = [r for r in seeded if r.model == "openai/gpt-4.1" and r.user_id == person.pk]
     assert response.context["total_requests"] == len(mine) > 0
     assert [row["who"] for row in response.context["people_rows"]] == [person.username]
+
+
+def test_it_counts_refusals_per_day_and_kind(staff, settings):
+    from django.apps import apps
+
+    try:
+        Refusal = apps.get_model("billing", "Refusal")
+    except LookupError:
+        pytest.skip("refusals are not recorded yet (billing.Refusal comes with the guards' work)")
+    settings.TIME_ZONE = "Europe/Paris"
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    for created, kind in [(midnight + timedelta(minutes=5), "rate_limited"), (midnight + timedelta(minutes=6), "rate_limited"),
+                          (midnight - timedelta(minutes=5), "budget_exceeded"), (midnight - timedelta(days=20), "rate_limited")]:
+        Refusal.objects.create(created=created, kind=kind, scope="person")
+    response = logged_in(staff).get(URL, {"since": "7d"})
+    today, yesterday = str(midnight.date()), str((midnight - timedelta(hours=1)).date())
+    assert response.context["refusals"] == {(yesterday, "budget_exceeded"): 1, (today, "rate_limited"): 2}
+    assert "Refusals per day (rate limit, budget)" in response.content.decode()

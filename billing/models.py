@@ -95,6 +95,10 @@ REPORT_PREFIX = {"model": ["model"], "status": ["status"], "user": ["user", "vis
 
 
 class UsageRecordQuerySet(models.QuerySet):
+    def adopt(self, visitor, user):
+        """Count an anonymous visitor's requests as the user's they signed in as; return how many."""
+        return self.filter(user=None, visitor=visitor).update(user=user, visitor="")
+
     def cost_since(self, user_id, visitor, since):
         """Return what one person's requests (a user's, or an anonymous visitor's) have cost since `since`."""
         mine = self.filter(user_id=user_id) if user_id else self.filter(user=None, visitor=visitor)

@@ -7,13 +7,14 @@ import logging
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import protocol, replies, turns
+from chat import protocol, replies, signouts, turns
 from chat.relay import Generation
 from chat.turns import Owner
 
 log = logging.getLogger(__name__)
 
 NO_SESSION = 4001  # close code: the socket came without a session or an account (load the page first)
+# (signouts.SIGNED_OUT, 4003: the person signed out elsewhere; the page reconnects as whoever it now is)
 ANSWER_S = 1.5  # how long a reply on another process has to answer a `resume` before the database is asked
 ASKS = 3  # times it is asked before a reply still `streaming` in the database is taken as lost
 
@@ -24,6 +25,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # socket resumes a reply produced on another process (`listen`).
     channel_layer_alias = None
     generation = None
+    owner = None
     channel = None  # this socket's channel on the shared layer, once it watches a reply elsewhere
     listener = None
 
@@ -33,10 +35,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         session = self.scope.get("session")
         session_key = session.session_key if session is not None else None
         await self.accept()  # before closing, so the browser sees the close code, not a failed handshake (1006)
-        if not session_key and not (user is not None and user.is_authenticated):
+        signed_in = user is not None and user.is_authenticated
+        if not (signed_in or (session_key and not settings.CHAT_REQUIRE_LOGIN)):
             await self.close(code=NO_SESSION)
             return
         self.owner = Owner(user, session_key or "")
+        if signed_in:
+            signouts.register(user.pk, self)
         self.watched = {}  # message id -> the local Generation it watches, or None for one on another process
         self.asked = {}  # message id -> (timer, times asked): replies elsewhere that have not answered yet
 
@@ -172,6 +177,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         """Called when the socket closes: leave the replies it watched (each ends after the grace period
         if nobody else watches it; at once, with its record written, when CHAT_RESUME_GRACE_S is 0)."""
+        if self.owner is not None and self.owner.user_id:
+            signouts.unregister(self.owner.user_id, self)
         ending = []
         for message_id, generation in getattr(self, "watched", {}).items():
             if generation is not None:

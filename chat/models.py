@@ -16,6 +16,10 @@ class ConversationQuerySet(models.QuerySet):
             return self.none()
         return self.filter(user=None, visitor=visitor)
 
+    def adopt(self, visitor, user):
+        """Give an anonymous visitor's conversations to the user they signed in as; return how many."""
+        return self.filter(user=None, visitor=visitor).update(user=user, visitor="")
+
 
 class Conversation(models.Model):
     user = models.ForeignKey(

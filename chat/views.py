@@ -1,11 +1,18 @@
-"""The chat page and the small JSON endpoints it uses."""
+"""The chat page, the small JSON endpoints it uses, and signing in, out and up."""
 
 import json
+from functools import wraps
 
 from django.conf import settings
+from django.contrib.auth import login as auth_login
+from django.contrib.auth import logout as auth_logout
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, JsonResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET, require_POST
+from django.shortcuts import get_object_or_404, redirect, render, resolve_url
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.models import UsageRecord
 from chat import markdown, sessions
@@ -14,6 +21,21 @@ from chat.models import Conversation, Message
 LIST_LENGTH = 100  # conversations shown in the sidebar, most recently updated first
 
 
+def login_if_required(view):
+    """Send an anonymous visitor to the login page (GET) or refuse them (POST) when CHAT_REQUIRE_LOGIN is on."""
+
+    @wraps(view)
+    def guarded(request, *args, **kwargs):
+        if settings.CHAT_REQUIRE_LOGIN and not request.user.is_authenticated:
+            if request.method == "GET":
+                return redirect_to_login(request.get_full_path())
+            return JsonResponse({"error": "Sign in first."}, status=403)
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
+@login_if_required
 @require_GET
 def index(request, conversation_id=None):
     """Render the chat page, with the selected conversation (`/c/<id>/` or `?c=<id>`) if any."""
@@ -84,6 +106,7 @@ def owned_conversation(request, conversation_id):
     return get_object_or_404(owned, pk=conversation_id)
 
 
+@login_if_required
 @require_POST
 def session(request):
     """Give the visitor a session before their first message, so the page can open its socket."""
@@ -91,6 +114,7 @@ def session(request):
     return JsonResponse({"session": True}, status=201 if created else 200)
 
 
+@login_if_required
 @require_POST
 def rename(request, conversation_id):
     """Rename one of the visitor's conversations; answer its new title as JSON."""
@@ -103,6 +127,7 @@ def rename(request, conversation_id):
     return JsonResponse({"id": conversation.pk, "title": conversation.title})
 
 
+@login_if_required
 @require_POST
 def delete(request, conversation_id):
     """Delete one of the visitor's conversations and its messages."""
@@ -120,3 +145,53 @@ def request_data(request):
             return {}
         return data if isinstance(data, dict) else {}
     return request.POST
+
+
+class LoginView(auth_views.LoginView):
+    """Sign in any active user; the visitor's anonymous conversations and usage become theirs."""
+
+    template_name = "chat/login.html"
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(allow_signup=settings.CHAT_ALLOW_SIGNUP, **kwargs)
+
+    def form_valid(self, form):
+        visitor = sessions.visitor_of(self.request)  # before login() gives the session a new key
+        response = super().form_valid(form)
+        sessions.adopt(visitor, form.get_user())
+        return response
+
+
+@require_http_methods(["GET", "POST"])
+def logout(request):
+    """Ask to confirm (GET), then sign out (POST): the person's open sockets close everywhere."""
+    if request.method == "POST":
+        auth_logout(request)
+        return redirect(settings.LOGOUT_REDIRECT_URL)
+    return render(request, "chat/logout.html")
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    """Create an account and sign it in, keeping the visitor's conversations (only with CHAT_ALLOW_SIGNUP)."""
+    if not settings.CHAT_ALLOW_SIGNUP:
+        raise Http404("Sign-up is closed.")
+    if request.user.is_authenticated:
+        return redirect("index")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        visitor = sessions.visitor_of(request)
+        user = form.save()
+        auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        sessions.adopt(visitor, user)
+        return redirect(safe_next(request))
+    return render(request, "chat/signup.html", {"form": form, "next": request.GET.get("next", "")})
+
+
+def safe_next(request):
+    """Return the `next` URL when it stays on this site, else the page after sign-in."""
+    target = request.POST.get("next") or request.GET.get("next", "")
+    if url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+        return target
+    return resolve_url(settings.LOGIN_REDIRECT_URL)

@@ -145,7 +145,14 @@ STORAGES = {
 }
 SERVESTATIC_USE_FINDERS = True  # the source files, for a process started before `collectstatic`
 
-LOGIN_URL = "/admin/login/"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in ("UserAttributeSimilarityValidator", "MinimumLengthValidator", "CommonPasswordValidator",
+                 "NumericPasswordValidator")
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 
 LOG_LEVEL = env.read("LOG_LEVEL", "", str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
@@ -197,6 +204,10 @@ def _provider(prefix):
 
 CHAT_MODELS = _models(env.strings("CHAT_MODELS", ["demo/assistant"]))
 CHAT_PROVIDERS = {prefix: _provider(prefix) for prefix in {m.split("/", 1)[0] for m in CHAT_MODELS}}
+
+# Accounts: the page and the socket only for signed-in users; visitors may create an account.
+CHAT_REQUIRE_LOGIN = env.boolean("CHAT_REQUIRE_LOGIN", False)
+CHAT_ALLOW_SIGNUP = env.boolean("CHAT_ALLOW_SIGNUP", False)
 
 # Deltas after the first are coalesced into at most one frame per this many milliseconds.
 CHAT_FLUSH_MS = env.integer("CHAT_FLUSH_MS", 30, minimum=0, maximum=10_000)

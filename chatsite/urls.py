@@ -7,6 +7,9 @@ from chat import views
 urlpatterns = [
     path("", views.index, name="index"),
     path("session/", views.session, name="session"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.logout, name="logout"),
+    path("signup/", views.signup, name="signup"),
     path("c/<int:conversation_id>/", views.index, name="conversation"),
     path("c/<int:conversation_id>/rename/", views.rename, name="rename"),
     path("c/<int:conversation_id>/delete/", views.delete, name="delete"),

@@ -19,6 +19,7 @@ run: install
 
 test: install
 	scripts/install-browser
+	scripts/install-nginx
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Mutation run over the billing path (setup.cfg [mutmut], docs/TESTING.md); not part of CI.

@@ -47,7 +47,7 @@ def test_it_says_when_there_is_no_budget(alice, settings):
 
 def test_it_sends_a_visitor_who_is_not_signed_in_to_the_login_page():
     response = Client().get(URL)
-    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
 def test_it_is_linked_from_the_chat_page_for_a_signed_in_person(alice):

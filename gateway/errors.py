@@ -19,7 +19,7 @@ def from_upstream(error):
     if error.code == "timeout":
         return ApiError(504, str(error), "upstream_timeout")
     if error.code == "rate_limited" or error.status == 429:
-        return ApiError(429, str(error), "upstream_rate_limited", retry_after=1)
+        return ApiError(429, str(error), "upstream_rate_limited", retry_after=max(1, round(error.retry_after or 1)))
     if error.status in CLIENT_STATUSES:
         return ApiError(error.status, str(error), "upstream_rejected")
     return ApiError(502, str(error), "upstream_error")

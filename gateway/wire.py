@@ -46,8 +46,12 @@ def usage_object(usage):
 
 def error_body(status, message, code=None, param=None):
     """Return an error response body in OpenAI's format."""
-    error = {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param, "code": code}
-    return json.dumps({"error": error}).encode()
+    return json.dumps(error_object(status, message, code, param)).encode()
+
+
+def error_object(status, message, code=None, param=None):
+    """Return an error in OpenAI's format, as a dict."""
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param, "code": code}}
 
 
 class Chunks:
@@ -97,14 +101,18 @@ class Chunks:
 
 def completion(model, text, reason, usage):
     """Return a non-streamed `chat.completion` body."""
-    body = {
+    return json.dumps(completion_object(model, text, reason, usage)).encode()
+
+
+def completion_object(model, text, reason, usage):
+    """Return a `chat.completion` as a dict."""
+    return {
         "id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
         "system_fingerprint": None,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                      "logprobs": None, "finish_reason": finish_reason(reason)}],
         "usage": usage_object(usage),
     }
-    return json.dumps(body).encode()
 
 
 def model_list(models, created):

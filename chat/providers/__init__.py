@@ -63,12 +63,16 @@ class Call:
 
 
 class UpstreamError(Exception):
-    """The upstream refused or failed; `code` is the protocol's error code shown to the person."""
+    """The upstream refused or failed; `code` is the protocol's error code shown to the person.
 
-    def __init__(self, message, code="upstream_error", status=None):
+    `retry_after` is the seconds the upstream's Retry-After asked for, when it sent one.
+    """
+
+    def __init__(self, message, code="upstream_error", status=None, retry_after=None):
         super().__init__(message)
         self.code = code
         self.status = status
+        self.retry_after = retry_after
 
 
 def provider_for(model):

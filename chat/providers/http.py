@@ -183,7 +183,7 @@ async def post(call, url, payload, headers):
             failure = UpstreamError(message, code=code, status=response.status_code)
             if response.status_code not in RETRY_STATUSES:
                 raise failure
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            retry_after = failure.retry_after = parse_retry_after(response.headers.get("retry-after"))
         if call.retries >= settings.CHAT_RETRIES:
             raise failure
         call.retries += 1

@@ -157,7 +157,7 @@ class Job:
             await asyncio.gather(*workers)
         finally:
             self.file.close()
-            await http.client().aclose()
+            await http.close_client()
         self.progress.finish()
         return self.progress
 

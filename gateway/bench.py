@@ -90,7 +90,7 @@ async def run(model, prompt, requests, concurrency, max_tokens, warmup=1):
             samples, wall = await run_mode(model, prompt, mode == "streaming", requests, concurrency, max_tokens)
             report["modes"][mode] = summarise(samples, wall)
     finally:
-        await http.client().aclose()
+        await http.close_client()
     report["gain"] = gain(report["modes"])
     return report
 

@@ -23,18 +23,15 @@ from websockets.sync.client import connect
 
 from chat.mock_upstream import MockUpstream
 from tests.live.servers import ROOT, free_port, in_ci, migrate, server_env
+from tests.test_deploy import documented_environment
 
 NGINX = "/usr/sbin/nginx"
 HOST = "chat.example.com"
 ORIGIN = f"https://{HOST}"  # what a browser on the standard port sends
 MODEL = "mock/timed+ttft=150+gap=30+tokens=6"
 REPLIES = 7
-PRODUCTION = {  # README's production environment, as daphne gets it behind nginx
-    "DEBUG": "0", "ALLOWED_HOSTS": HOST, "CSRF_TRUSTED_ORIGINS": ORIGIN,
-    "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto,https", "SECURE_SSL_REDIRECT": "1",
-    "SECURE_HSTS_SECONDS": "31536000", "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1", "SECURE_HSTS_PRELOAD": "1",
-    "SESSION_COOKIE_SECURE": "1", "CSRF_COOKIE_SECURE": "1", "CHAT_TRUSTED_PROXIES": "127.0.0.1",
-}
+# README's production environment, as daphne gets it behind nginx (server_env brings its own SECRET_KEY).
+PRODUCTION = {name: value for name, value in documented_environment().items() if name != "SECRET_KEY"}
 
 
 def documented_block():

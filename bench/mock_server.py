@@ -1,4 +1,4 @@
-"""The project's mock upstream (chat/mock_upstream.py), plus the time of every token write in /mock/stats.
+"""The project's mock upstream (the chat.mock_upstream package), plus the time of every token write in /mock/stats.
 
 `MockUpstream.sent()` runs right after each write to the client socket; this subclass also keeps
 (time.time(), tokens) per write, so the bench can tell each token's delay from the moment the
@@ -49,8 +49,12 @@ def main():
     parser.add_argument("--ttft-ms", type=float, default=50)
     parser.add_argument("--gap-ms", type=float, default=10)
     parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--log-size", type=int, default=50_000, help="requests kept in the log")
+    parser.add_argument("--no-write-times", action="store_true",
+                        help="serve the plain mock: no time per write (a long soak would hold millions)")
     args = parser.parse_args()
-    mock = TimedMock(ttft_ms=args.ttft_ms, gap_ms=args.gap_ms, tokens=args.tokens, log_size=50_000)
+    kind = MockUpstream if args.no_write_times else TimedMock
+    mock = kind(ttft_ms=args.ttft_ms, gap_ms=args.gap_ms, tokens=args.tokens, log_size=args.log_size)
     asyncio.run(mock.serve("127.0.0.1", args.port))
 
 

@@ -89,11 +89,11 @@ class Servers:
     def log(self, name):
         return open(self.workdir / f"{name}.log", "ab")
 
-    def start_mock(self):
+    def start_mock(self, *options):
         """Start the mock upstream (50 ms to the first token unless a model name says otherwise)."""
         self.mock_port = free_port()
         self.mock = subprocess.Popen(
-            [PYTHON, "bench/mock_server.py", "--port", str(self.mock_port), "--ttft-ms", "50"],
+            [PYTHON, "bench/mock_server.py", "--port", str(self.mock_port), "--ttft-ms", "50", *options],
             cwd=ROOT, env=self.env(), stdout=self.log("mock"), stderr=subprocess.STDOUT,
         )
         wait_port(self.mock_port, self.mock)

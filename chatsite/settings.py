@@ -104,6 +104,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer and cache: in-memory by default, Redis when REDIS_URL is set (several processes).
 REDIS_URL = env.string("REDIS_URL")
+# Redis connections per process for the cache (sessions, rate limits): one pool, shared (chatsite/redis_pool.py).
+REDIS_POOL_SIZE = env.integer("REDIS_POOL_SIZE", 20, minimum=1)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -116,6 +118,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "chatsite",
+            # One pool per process, shared by every request and socket; a caller waits up to 10 s for a connection.
+            "OPTIONS": {"pool_class": "chatsite.redis_pool.SharedConnectionPool",
+                        "max_connections": REDIS_POOL_SIZE, "timeout": 10, "client_name": "chatsite-cache"},
         }
     }
 else:

@@ -73,22 +73,36 @@ class Chat(client.WebSocket):
             return None
 
 
-async def load_page(host, port, session=None):
-    """GET the chat page (with the person's cookie, once they have one); return the session key."""
+async def request(host, port, head):
+    """Send one HTTP/1.1 request (`head`: request line and headers); return (status line, {cookie: value})."""
     reader, writer = await asyncio.open_connection(host, port)
-    cookie = f"Cookie: sessionid={session}\r\n" if session else ""
-    writer.write(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n{cookie}Connection: close\r\n\r\n".encode())
+    writer.write(f"{head}Host: {host}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
     data = await reader.read(-1)
     writer.close()
-    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    if not head.startswith("HTTP/1.1 200"):
-        raise ConnectionError(f"GET / answered {head.splitlines()[0] if head else 'nothing'}")
-    for line in head.split("\r\n"):
-        if line.lower().startswith("set-cookie:") and "sessionid=" in line:
-            return line.split("sessionid=", 1)[1].split(";", 1)[0]
-    if session is None:
-        raise ConnectionError("GET / set no sessionid cookie")
-    return session
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    cookies = {}
+    for line in lines[1:]:
+        if line.lower().startswith("set-cookie:"):
+            name, _, rest = line.split(":", 1)[1].strip().partition("=")
+            cookies[name] = rest.split(";", 1)[0]
+    return lines[0], cookies
+
+
+async def load_page(host, port, session=None):
+    """GET the chat page; a newcomer then asks for a session as the page's first send does. Return it."""
+    cookie = f"Cookie: sessionid={session}\r\n" if session else ""
+    status, cookies = await request(host, port, f"GET / HTTP/1.1\r\n{cookie}")
+    if not status.startswith("HTTP/1.1 200"):
+        raise ConnectionError(f"GET / answered {status or 'nothing'}")
+    if session:
+        return session
+    token = cookies.get("csrftoken", "")
+    status, cookies = await request(
+        host, port, f"POST /session/ HTTP/1.1\r\nCookie: csrftoken={token}\r\nX-CSRFToken: {token}\r\n"
+                    f"Origin: http://{host}:{port}\r\n")
+    if not status.startswith(("HTTP/1.1 200", "HTTP/1.1 201")) or "sessionid" not in cookies:
+        raise ConnectionError(f"POST /session/ answered {status or 'nothing'} and no session")
+    return cookies["sessionid"]
 
 
 async def open_chat(host, port, session):

@@ -110,7 +110,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A layer receive blocks in BZPOPMIN for channels-redis's 5 s; redis-py's default socket
+            # timeout is also 5 s, so without a longer one the read times out first, every time.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
     CACHES = {

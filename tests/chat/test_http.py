@@ -11,6 +11,7 @@ import os
 from bench import procfs
 from chat.mock_upstream import MockUpstream
 from chat.providers import Call
+from chat.providers.http import close_client
 from chat.providers.openai import OpenAIProvider
 
 
@@ -44,4 +45,5 @@ async def test_it_closes_an_idle_connection_the_upstream_hung_up():
     try:
         assert await reply(base)  # and the client still works
     finally:
+        await close_client()
         mock.stop()

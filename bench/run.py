@@ -194,7 +194,7 @@ def parse_args(argv=None):
     parser.add_argument("--profile-level", default="200:20")
     parser.add_argument("--asgi", default="bench.counting_asgi:application",
                         help="the app daphne serves (chatsite.asgi:application: no SQL counts)")
-    parser.add_argument("--patch", action="append", default=[], choices=["no_channel_layer"],
+    parser.add_argument("--patch", action="append", default=[], choices=["httpcore_transport"],
                         help="apply an experiment from bench/counting_asgi.py in daphne (see docs/PERFORMANCE.md)")
     args = parser.parse_args(argv)
     if args.quick:

@@ -183,10 +183,6 @@ class UsageRecord(models.Model):
     def __str__(self):
         return f"{self.model} {self.status} {self.started:%Y-%m-%d %H:%M}"
 
-    @property
-    def total_tokens(self):
-        return self.prompt_tokens + self.completion_tokens
-
     @classmethod
     def record(cls, abandonment=None, **fields):
         """Price and save one request's record, with its abandonment event, in one transaction."""

@@ -30,21 +30,7 @@ import threading
 import time
 from collections import deque
 
-from .plan import (
-    CANNED, DATE_SUFFIX, FAULTS, OPTIONS, STATUS_FAULT, TOKEN, WORD_JSON, WORDS, BadRequest, Plan, parse_model,
-    text_of,
-)
-from .server import API_PATHS, JSON_OF, MAX_BODY, MAX_HEAD, MID_FAULTS, Connection, Reply, log
-from .wire import (
-    END, ERROR_TYPES, REASONS, SSE_HEADERS, AnthropicEvents, OpenAIEvents, chunk, error_body, response_head,
-)
-
-__all__ = [
-    "API_PATHS", "CANNED", "DATE_SUFFIX", "END", "ERROR_TYPES", "FAULTS", "JSON_OF", "MAX_BODY", "MAX_HEAD",
-    "MID_FAULTS", "OPTIONS", "REASONS", "SSE_HEADERS", "STATUS_FAULT", "TOKEN", "WORD_JSON", "WORDS",
-    "AnthropicEvents", "BadRequest", "Connection", "MockUpstream", "OpenAIEvents", "Plan", "Record", "Reply",
-    "chunk", "error_body", "log", "parse_model", "response_head", "text_of",
-]
+from .server import Connection
 
 
 class Record:

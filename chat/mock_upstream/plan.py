@@ -5,6 +5,8 @@ import math
 import re
 import zlib
 
+from chat.providers import TOKEN
+
 WORDS = tuple(
     "the a model token stream reply relay socket quick answer river stone light paper cloud green "
     "small bright window garden simple value signal market number letter silver orange basket "
@@ -13,7 +15,6 @@ WORDS = tuple(
     "lantern island copper falcon violet anchor cotton saddle orchard".split()
 )
 WORD_JSON = tuple(json.dumps(word + " ").encode() for word in WORDS)  # 64 words: any odd stride visits all
-TOKEN = re.compile(r"\s*\S+|\s+")
 CANNED = {
     "xss": (
         "Here is **bold** text, an image <img src=x onerror=alert(1)> and a script "

@@ -6,10 +6,15 @@ network read, however many tokens it held). As it goes it fills in `call.usage`,
 upstream refuses or fails. The relay knows nothing else about OpenAI, Anthropic or the demo.
 """
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+
+# A token, where a count has to be made from text: a word piece with the white space before it (the
+# demo model's replies, the mock upstream's canned ones).
+TOKEN = re.compile(r"\s*\S+|\s+")
 
 
 @dataclass(slots=True)
@@ -37,7 +42,6 @@ class Call:
     pieces: int = 0  # content events received: the completion estimate when usage is missing
     retries: int = 0
     opened: bool = False  # the upstream accepted the request (it may bill for the prompt)
-    extra: dict = field(default_factory=dict)
 
     @property
     def provider(self):

@@ -6,12 +6,11 @@ upstream does, counting a token per word piece.
 """
 
 import asyncio
-import re
 import zlib
 
 from django.conf import settings
 
-from chat.providers import Usage
+from chat.providers import TOKEN, Usage
 
 REPLIES = {
     "hello": (
@@ -56,7 +55,6 @@ FALLBACK = (
     "For real answers, configure a provider: `CHAT_MODELS=openai/gpt-4.1-mini` with `OPENAI_API_KEY`, "
     "or any OpenAI-compatible server with `<PREFIX>_BASE_URL`."
 )
-TOKEN = re.compile(r"\s*\S+|\s+")
 
 
 def reply_for(prompt):

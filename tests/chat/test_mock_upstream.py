@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from billing.models import UsageRecord
-from chat.mock_upstream import CANNED, TOKEN
+from chat.mock_upstream.plan import CANNED
+from chat.providers import TOKEN
 from chat.sse import SSEDecoder
 from tests.conftest import connect, receive_until_done
 from tests.mock_fixtures import allow

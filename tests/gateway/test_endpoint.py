@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from chat.mock_upstream import WORDS
+from chat.mock_upstream.plan import WORDS
 from tests.gateway.conftest import ANTHROPIC, FAILING, FAST, NO_USAGE, SLOW, STALLING, client, wait_for
 
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]

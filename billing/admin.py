@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from billing import exports, reports
-from billing.models import AbandonmentEvent, ModelPrice, UsageRecord
+from billing.models import AbandonmentEvent, ModelPrice, Refusal, UsageRecord, UserLimits
 from billing.pagination import EstimatedCountPaginator
 from billing.templatetags.billing import display_cost
 
@@ -165,3 +165,20 @@ class AbandonmentEventAdmin(ReadOnlyAdmin):
     def record_link(self, event):
         url = reverse("admin:billing_usagerecord_change", args=[event.record_id])
         return format_html('<a href="{}">{}</a>', url, event.record)
+
+
+@admin.register(Refusal)
+class RefusalAdmin(ReadOnlyAdmin):
+    list_display = ("created", "kind", "scope", "model", "channel", "who_hash")
+    list_filter = ("kind", "scope", "channel")
+    date_hierarchy = "created"
+    ordering = ("-id",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+
+@admin.register(UserLimits)
+class UserLimitsAdmin(admin.ModelAdmin):
+    list_display = ("user", "rate_limit", "daily_budget_usd", "max_inflight")
+    search_fields = ("user__username", "user__email")
+    autocomplete_fields = ("user",)

@@ -220,3 +220,53 @@ class AbandonmentEvent(models.Model):
 
     def __str__(self):
         return f"{self.reason} {self.phase} after {self.elapsed_ms} ms"
+
+
+class Refusal(models.Model):
+    """A request refused before it reached the upstream: what the reports count as refusals per day.
+
+    A burst of rate-limited messages leaves one row per scope and minute (the first refusal), so
+    flooding the socket cannot flood this table.
+    """
+
+    class Kind(models.TextChoices):
+        RATE_LIMITED = "rate_limited"
+        BUDGET_EXCEEDED = "budget_exceeded"
+        BUSY = "busy"  # a per-person or per-address cap on replies in flight or open sockets
+
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    scope = models.CharField(max_length=16, help_text="whose limit: person, address, site, apikey, …")
+    who_hash = models.CharField(max_length=32, blank=True, help_text="keyed hash of who (never the raw key)")
+    model = models.CharField(max_length=200, blank=True)
+    channel = models.CharField(max_length=16, default="ws", help_text="ws (the chat socket) or api")
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["created", "kind"])]
+
+    def __str__(self):
+        return f"{self.kind} ({self.scope}) {self.created:%Y-%m-%d %H:%M}"
+
+
+class UserLimits(models.Model):
+    """One user's own limits, overriding the CHAT_ settings; an empty field keeps the setting."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_limits")
+    rate_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="messages a minute (0: no limit); empty: CHAT_RATE_LIMIT")
+    daily_budget_usd = models.DecimalField(
+        "daily budget (USD)", max_digits=14, decimal_places=6, null=True, blank=True,
+        help_text="USD a UTC day; empty: CHAT_DAILY_BUDGET_USD")
+    max_inflight = models.PositiveSmallIntegerField(
+        "replies in flight", null=True, blank=True,
+        help_text="replies generating at once (0: no limit); empty: CHAT_MAX_INFLIGHT_PER_PERSON")
+
+    class Meta:
+        verbose_name = verbose_name_plural = "user limits"
+
+    def __str__(self):
+        return f"limits of {self.user}"
+
+
+from billing.budgets import BudgetHold, BudgetLedger  # noqa: E402,F401 - models of this app

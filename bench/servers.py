@@ -76,7 +76,10 @@ class Servers:
         env = dict(os.environ, SECRET_KEY="bench", DATABASE_URL=self.database_url, MOCK_API_KEY="x",
                    CHAT_MODELS=",".join(self.models), MOCK_BASE_URL=f"http://127.0.0.1:{self.mock_port}/v1",
                    DJANGO_SETTINGS_MODULE="chatsite.settings", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
-                   CHAT_RATE_LIMIT="0")  # the bench sends many messages per session
+                   CHAT_RATE_LIMIT="0",  # the bench sends many messages per session
+                   # ...and all its sockets come from one address and a few sessions
+                   CHAT_IP_RATE_LIMIT="0", CHAT_MAX_INFLIGHT_PER_PERSON="0", CHAT_MAX_INFLIGHT_PER_ADDRESS="0",
+                   CHAT_MAX_SOCKETS_PER_PERSON="0", CHAT_MAX_SOCKETS_PER_ADDRESS="0")
         env.pop("REDIS_URL", None)
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url

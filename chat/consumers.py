@@ -4,10 +4,13 @@ import asyncio
 import json
 import logging
 
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import protocol, replies, signouts, turns
+from chat import caps, limits, protocol, replies, signouts, turns
+from chat.addresses import client_address
 from chat.relay import Generation
 from chat.turns import Owner
 
@@ -17,6 +20,8 @@ NO_SESSION = 4001  # close code: the socket came without a session or an account
 # (signouts.SIGNED_OUT, 4003: the person signed out elsewhere; the page reconnects as whoever it now is)
 ANSWER_S = 1.5  # how long a reply on another process has to answer a `resume` before the database is asked
 ASKS = 3  # times it is asked before a reply still `streaming` in the database is taken as lost
+TOO_MANY_SOCKETS = 4029  # close code: this person or address has CHAT_MAX_SOCKETS_PER_… sockets open
+CRASHED = 1011  # close code: the server failed handling a frame (the reply in flight ended first)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -28,6 +33,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     owner = None
     channel = None  # this socket's channel on the shared layer, once it watches a reply elsewhere
     listener = None
+    socket_ticket = None
+    max_inflight = None  # the person's own cap (UserLimits), when they have one
 
     async def connect(self):
         """Called when a WebSocket connection is opened: accept a person with a session or an account."""
@@ -39,11 +46,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not (signed_in or (session_key and not settings.CHAT_REQUIRE_LOGIN)):
             await self.close(code=NO_SESSION)
             return
-        self.owner = Owner(user, session_key or "")
+        self.owner = Owner(user, session_key or "", client_address(self.scope))
         if signed_in:
             signouts.register(user.pk, self)
         self.watched = {}  # message id -> the local Generation it watches, or None for one on another process
         self.asked = {}  # message id -> (timer, times asked): replies elsewhere that have not answered yet
+        try:
+            self.socket_ticket = caps.open_socket(self.owner)
+        except caps.Full as exc:
+            await self.send_error("busy", str(exc))
+            await database_sync_to_async(limits.count_once)("busy", exc.scope, self.scope_key(exc.scope))
+            await self.close(code=TOO_MANY_SOCKETS)
+            return
+        if self.owner.user_id:
+            self.max_inflight = (await database_sync_to_async(limits.Allowance.of)(self.owner)).max_inflight
+
+    def scope_key(self, scope):
+        return self.owner.key if scope == "person" else self.owner.address
+
+    async def dispatch(self, message):
+        """Handle one ASGI event; if handling it fails, end the reply in flight before the socket goes."""
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            # Without this the generation would run on upstream, billed, with nobody reading it.
+            log.exception("chat consumer failed on %s", message.get("type"))
+            if self.in_flight:
+                self.generation.cancel("disconnect")
+                await asyncio.wait([self.generation.task])
+            await self.disconnect(CRASHED)
+            await self.close(code=CRASHED)
+            raise StopConsumer from None
 
     async def receive(self, text_data=None, bytes_data=None):
         """Called with each frame from the browser: start a reply, stop one, or resume those in flight."""
@@ -57,11 +92,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.resume(frame["conversation"], frame["have"])
         if self.in_flight:
             return await self.send_error("busy", "A reply is already being generated; stop it or wait for it.")
+        try:
+            ticket = caps.start_reply(self.owner, self.max_inflight)
+        except caps.Full as exc:
+            await database_sync_to_async(limits.count_once)("busy", exc.scope, self.scope_key(exc.scope), frame["model"])
+            return await self.send_error("busy", str(exc))
         # The relay gets the raw ASGI send, not self.send: it builds each frame's message itself, so
         # a frame skips Channels' two send wrappers on the per-token path, and a Generation needs no
         # consumer (the relay can be driven, and tested, with any ASGI send callable).
         self.generation = Generation(self.base_send, self.owner, frame)
-        self.generation.start()
+        self.generation.start().add_done_callback(lambda _: caps.finish_reply(ticket))  # after any grace period
 
     @property
     def in_flight(self):
@@ -179,6 +219,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if nobody else watches it; at once, with its record written, when CHAT_RESUME_GRACE_S is 0)."""
         if self.owner is not None and self.owner.user_id:
             signouts.unregister(self.owner.user_id, self)
+        if self.socket_ticket is not None:
+            caps.close_socket(self.socket_ticket)
+            self.socket_ticket = None
         ending = []
         for message_id, generation in getattr(self, "watched", {}).items():
             if generation is not None:

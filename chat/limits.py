@@ -1,55 +1,153 @@
-"""Per-person limits checked before a reply starts: a message rate and a daily spending budget."""
+"""Limits checked before a reply starts: message rates, daily budgets (reserved), and counted refusals.
 
-from datetime import datetime, time, timezone
+Who is limited: a signed-in user per account (their `UserLimits` in the admin override the
+settings); an anonymous visitor per session *and* per client address, so dropping the cookie
+buys nothing. Rate counters live in Django's cache (Redis when REDIS_URL is set, shared by every
+process); budgets are reserved in the database (billing/budgets.py).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
 
-from billing.models import UsageRecord
+from billing import budgets
+from billing.models import ModelPrice, Refusal, UserLimits
+
+MILLION = Decimal(1_000_000)
+PER_MESSAGE_TOKENS = 16  # role markers and separators the upstream adds around each message
 
 
 class Refused(Exception):
-    """The request cannot start; `code` is the protocol's error code."""
+    """The request cannot start; `code` is the protocol's error code, `scope` whose limit it hit."""
 
-    def __init__(self, message, code):
+    def __init__(self, message, code, scope="", who=""):
         super().__init__(message)
         self.code = code
+        self.scope = scope
+        self.who = who
+
+    def count(self, model="", channel="ws"):
+        """Leave the Refusal row for a refusal that was not counted where it was raised."""
+        count_refusal(self.code, self.scope, self.who, model, channel)
 
 
-def check(owner, now=None):
-    """Raise Refused when this person is over CHAT_RATE_LIMIT or CHAT_DAILY_BUDGET_USD."""
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """One person's effective limits: their UserLimits where set, else the settings."""
+
+    rate_limit: int
+    daily_budget_usd: Decimal | None
+    max_inflight: int
+
+    @classmethod
+    def of(cls, owner):
+        """Return the limits that apply to `owner` (one query for a signed-in user, none otherwise)."""
+        rate, budget, inflight = (settings.CHAT_RATE_LIMIT, settings.CHAT_DAILY_BUDGET_USD,
+                                  settings.CHAT_MAX_INFLIGHT_PER_PERSON)
+        if owner.user_id:
+            own = UserLimits.objects.filter(user_id=owner.user_id).first()
+            if own is not None:
+                rate = rate if own.rate_limit is None else own.rate_limit
+                budget = budget if own.daily_budget_usd is None else own.daily_budget_usd
+                inflight = inflight if own.max_inflight is None else own.max_inflight
+        return cls(rate, budget, inflight)
+
+
+def check(owner, model="", now=None):
+    """Count this message against the person's and the address's rate; return the person's Allowance."""
     now = now or datetime.now(timezone.utc)
-    if settings.CHAT_RATE_LIMIT:
-        check_rate(owner, now)
-    if settings.CHAT_DAILY_BUDGET_USD is not None:
-        check_budget(owner, now)
+    allowance = Allowance.of(owner)
+    minute = int(now.timestamp()) // 60
+    if allowance.rate_limit:
+        check_rate("person", owner.key, allowance.rate_limit, minute, model,
+                   f"Too many messages: the limit is {allowance.rate_limit} a minute. Try again shortly.")
+    if not owner.user_id and settings.CHAT_IP_RATE_LIMIT:
+        check_rate("address", owner.address, settings.CHAT_IP_RATE_LIMIT, minute, model,
+                   f"Too many messages from your network address: the limit is {settings.CHAT_IP_RATE_LIMIT} "
+                   "a minute. Try again shortly.")
+    return allowance
 
 
-def check_rate(owner, now):
-    """Count this message in the person's current minute; refuse past CHAT_RATE_LIMIT.
-
-    The counter lives in Django's cache, which is Redis when REDIS_URL is set, so the limit holds
-    across server processes.
-    """
-    key = f"chat:rate:{owner.key}:{int(now.timestamp()) // 60}"
+def check_rate(scope, who, limit, minute, model, message):
+    """Count one message in `who`'s current minute; raise Refused past `limit`."""
+    key = f"chat:rate:{scope}:{budgets.who_hash(who)}:{minute}"
     cache.add(key, 0, timeout=90)
     try:
         count = cache.incr(key)
     except ValueError:  # expired between add and incr
         cache.set(key, 1, timeout=90)
         count = 1
-    if count > settings.CHAT_RATE_LIMIT:
-        raise Refused(
-            f"Too many messages: the limit is {settings.CHAT_RATE_LIMIT} a minute. Try again shortly.",
-            "rate_limited",
-        )
+    if count > limit:
+        count_once(Refusal.Kind.RATE_LIMITED, scope, who, model)
+        raise Refused(message, "rate_limited", scope, who)
 
 
-def check_budget(owner, now):
-    """Refuse when what this person's requests cost since midnight UTC has reached the daily budget."""
-    midnight = datetime.combine(now.date(), time.min, timezone.utc)
-    spent = UsageRecord.objects.cost_since(owner.user_id, owner.visitor, midnight)
-    budget = settings.CHAT_DAILY_BUDGET_USD
-    if spent >= budget:
-        raise Refused(f"Today's budget of ${budget} is spent (${spent:.4f}). It resets at midnight UTC.",
-                      "budget_exceeded")
+def count_refusal(kind, scope, who, model="", channel="ws"):
+    """Leave the row the reports count refusals by (who only as a keyed hash)."""
+    Refusal.objects.create(kind=kind, scope=scope, who_hash=budgets.who_hash(who) if who else "",
+                           model=model[:200], channel=channel)
+
+
+def scopes(owner, allowance):
+    """Return the budgets a request by `owner` counts against (scopes with no limit are ignored)."""
+    found = [budgets.Scope("person", owner.key, allowance.daily_budget_usd),
+             budgets.Scope("site", "", settings.CHAT_SITE_DAILY_BUDGET_USD)]
+    if not owner.user_id:
+        found.append(budgets.Scope("address", owner.address, settings.CHAT_ADDRESS_DAILY_BUDGET_USD))
+    return [scope for scope in found if scope.limit_usd is not None]
+
+
+def worst_case(call, price):
+    """Return the most `call` can cost: an upper bound of its prompt at the input rate + max_tokens at the output rate.
+
+    A token is at least one byte of UTF-8 for the byte-level tokenizers upstreams use, so the
+    prompt's bytes (plus a few tokens per message) bound its tokens from above.
+    """
+    texts = [call.system, *(m["content"] for m in call.messages)]
+    prompt = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) + PER_MESSAGE_TOKENS * len(texts)
+    if price is None:
+        rate_in = rate_out = settings.CHAT_UNPRICED_USD_PER_MTOK
+    else:
+        rate_in, rate_out = price.input_per_mtok, price.output_per_mtok
+    return (prompt * rate_in + call.max_tokens * rate_out) / MILLION
+
+
+def reserve(owner, allowance, call):
+    """Reserve `call`'s worst case against every budget of `owner`; raise Refused naming the full one.
+
+    The caller counts the refusal (`Refused.count`) once its transaction has rolled back.
+
+    Unpriced models: with a budget in force they are reserved (and settled) at
+    CHAT_UNPRICED_USD_PER_MTOK, or refused when that is unset, since their cost cannot be bounded.
+    """
+    limited = scopes(owner, allowance)
+    if not limited:
+        return None
+    price = ModelPrice.objects.in_force(call.model)
+    if price is None and settings.CHAT_UNPRICED_USD_PER_MTOK is None:
+        raise Refused(f"The model {call.model} has no price, so no budget can be kept: choose another model.",
+                      "budget_exceeded", limited[0].kind, limited[0].key)
+    try:
+        return budgets.reserve(limited, worst_case(call, price))
+    except budgets.BudgetExceeded as exc:
+        raise Refused(str(exc), exc.code, exc.scope.kind, exc.scope.key) from exc
+
+
+def actual_cost(reservation, record):
+    """Return what a settled request cost for its budgets: the record's cost, or the fallback price's."""
+    if record.cost_usd is not None or reservation is None:
+        return record.cost_usd
+    rate = settings.CHAT_UNPRICED_USD_PER_MTOK
+    if rate is None:
+        return None
+    return (record.prompt_tokens + record.completion_tokens) * rate / MILLION
+
+
+def count_once(kind, scope, who, model=""):
+    """Count a refusal at most once per scope, who and minute (for refusals an attacker can repeat freely)."""
+    minute = int(datetime.now(timezone.utc).timestamp()) // 60
+    if cache.add(f"chat:refused:{kind}:{scope}:{budgets.who_hash(who)}:{minute}", 1, timeout=90):
+        count_refusal(kind, scope, who, model)

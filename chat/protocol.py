@@ -1,8 +1,12 @@
 """The websocket protocol's client frames: parsed and checked, with the error a person sees."""
 
 import json
+import re
 
 from django.conf import settings
+
+MAX_DEPTH = 8  # frames are flat objects; anything deeper is an attack on the parser, not a message
+STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string, unrolled: fast in C
 
 
 class FrameError(Exception):
@@ -19,10 +23,14 @@ def parse(text):
         raise FrameError("bad_request", "Frames must be JSON text, not binary.")
     if len(text) > settings.CHAT_MAX_PROMPT_CHARS * 6 + 1024:
         raise FrameError("bad_request", "The frame is too large.")
+    if _deeper_than(text, MAX_DEPTH):
+        raise FrameError("bad_request", f"The frame is nested too deeply (more than {MAX_DEPTH} levels).")
     try:
         frame = json.loads(text)
     except ValueError:
         raise FrameError("bad_request", "The frame is not valid JSON.") from None
+    except RecursionError:  # a backstop: _deeper_than already refused anything this deep
+        raise FrameError("bad_request", "The frame is nested too deeply.") from None
     if not isinstance(frame, dict):
         raise FrameError("bad_request", "A frame must be a JSON object.")
     kind = frame.get("type")
@@ -65,6 +73,8 @@ def _send_fields(frame):
     content = frame.get("content")
     if not isinstance(content, str) or not content.strip():
         raise FrameError("bad_request", "The message is empty.")
+    if not _is_unicode(content):
+        raise FrameError("bad_request", "The message is not valid Unicode (it holds a lone surrogate).")
     if len(content) > settings.CHAT_MAX_PROMPT_CHARS:
         raise FrameError(
             "bad_request",
@@ -80,3 +90,31 @@ def _send_fields(frame):
     if not isinstance(stream, bool):
         raise FrameError("bad_request", "'stream' must be true or false.")
     return {"content": content, "model": model, "conversation": conversation, "stream": stream}
+
+
+def _deeper_than(text, limit):
+    """Return True when the JSON in `text` nests arrays and objects deeper than `limit`.
+
+    Strings are cut out first (in C, by a regex), so brackets inside a message cost nothing and
+    only the frame's structure is walked.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for char in STRINGS.sub("", text):
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _is_unicode(text):
+    """Return False when `text` holds a lone surrogate (JSON allows "\\ud800"; UTF-8 and the database do not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from billing import budgets
 from billing.models import COST_PLACES, AbandonmentEvent, UsageRecord
 from chat import limits, markdown
 from chat.limits import Refused
@@ -27,6 +28,7 @@ class Owner:
 
     user: object
     session_key: str
+    address: str = ""  # the client's network address (chat.addresses), for per-address limits
 
     @property
     def user_id(self):
@@ -52,6 +54,7 @@ class Turn:
     history_dropped: int
     user_id: int | None
     visitor: str
+    reservation: object = None  # budget held for this reply (billing.budgets), settled with its record
 
 
 @dataclass(slots=True)
@@ -68,12 +71,24 @@ class Outcome:
 
 @database_sync_to_async
 def start(owner, request):
-    """Store the person's message and an empty reply; return the Turn to relay."""
-    limits.check(owner)
+    """Check the person's limits, reserve the reply's worst case, store the message and an empty reply.
+
+    Return the Turn to relay; raise Refused (counted) before anything is stored or sent upstream.
+    """
+    allowance = limits.check(owner, request["model"])
+    try:
+        return _start(owner, request, allowance)
+    except Refused as exc:
+        if exc.code == "budget_exceeded":  # counted once the transaction that raised it has rolled back
+            exc.count(request["model"])
+        raise
+
+
+def _start(owner, request, allowance):
     content = request["content"]
     with transaction.atomic():
         if request["conversation"] is None:
-            conversation = Conversation.objects.create(
+            conversation = Conversation(
                 user_id=owner.user_id, visitor=owner.visitor,
                 title=Conversation.title_from(content), model=request["model"],
             )
@@ -84,19 +99,25 @@ def start(owner, request):
             if conversation is None:
                 raise Refused("No such conversation.", "not_found")
             conversation.model = request["model"]
-            conversation.save(update_fields=["model", "updated"])
             history, dropped = conversation.history(settings.CHAT_MAX_HISTORY_CHARS - len(content))
+        history.append({"role": Message.Role.USER.value, "content": content})
+        call = Call(
+            model=request["model"], messages=history, stream=request["stream"],
+            system=settings.CHAT_SYSTEM_PROMPT, max_tokens=settings.CHAT_MAX_TOKENS,
+        )
+        # Before anything is written: a refused request leaves no conversation and no message.
+        reservation = limits.reserve(owner, allowance, call)
+        if conversation.pk is None:
+            conversation.save()
+        else:
+            conversation.save(update_fields=["model", "updated"])
         _, reply = Message.objects.bulk_create([
             Message(conversation=conversation, role=Message.Role.USER, content=content),
             Message(conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
                     model=request["model"]),
         ])
-    history.append({"role": Message.Role.USER.value, "content": content})
-    call = Call(
-        model=request["model"], messages=history, stream=request["stream"],
-        system=settings.CHAT_SYSTEM_PROMPT, max_tokens=settings.CHAT_MAX_TOKENS,
-    )
-    return Turn(conversation.pk, reply.pk, call, timezone.now(), dropped, conversation.user_id, conversation.visitor)
+    return Turn(conversation.pk, reply.pk, call, timezone.now(), dropped, conversation.user_id,
+                conversation.visitor, reservation)
 
 
 def usage_of(call, failed):
@@ -149,6 +170,7 @@ def finish(turn, outcome):
             ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms, retries=call.retries,
             history_dropped=turn.history_dropped, error=outcome.error, started=turn.started, finished=now,
         )
+        budgets.settle(turn.reservation, limits.actual_cost(turn.reservation, record))
     return done_frame(turn.message_id, message_status, record, outcome.text)
 
 

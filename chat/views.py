@@ -39,8 +39,10 @@ def login_if_required(view):
 @require_GET
 def index(request, conversation_id=None):
     """Render the chat page, with the selected conversation (`/c/<id>/` or `?c=<id>`) if any."""
-    if conversation_id is None and request.GET.get("c", "").isdigit():
-        conversation_id = int(request.GET["c"])
+    chosen = request.GET.get("c", "")
+    # "²".isdigit(), but int("²") fails; more than 18 digits overflows a database integer.
+    if conversation_id is None and chosen.isascii() and chosen.isdigit() and len(chosen) <= 18:
+        conversation_id = int(chosen)
     # A visitor without a session owns nothing yet (and gets no session row for looking: see session()).
     owned = Conversation.objects.owned_by(request.user, sessions.visitor_of(request))
     conversations = list(owned.values("id", "title", "model")[:LIST_LENGTH])

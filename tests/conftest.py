@@ -20,12 +20,14 @@ def new_session():
     return store.session_key
 
 
-async def connect(session_key=None, *, origin=b"http://localhost"):
-    """Open /ws/chat/ as the browser would (cookie + origin); return the connected communicator."""
+async def connect(session_key=None, *, origin=b"http://localhost", client=None):
+    """Open /ws/chat/ as the browser would (cookie + origin, from `client` = (address, port)); return the communicator."""
     headers = [(b"origin", origin), (b"host", b"localhost")]
     if session_key:
         headers.append((b"cookie", f"sessionid={session_key}".encode()))
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    if client is not None:
+        communicator.scope["client"] = list(client)
     connected, _ = await communicator.connect()
     assert connected
     return communicator

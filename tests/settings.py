@@ -13,3 +13,8 @@ CHAT_RETRY_BACKOFF = 0.01
 # Connections opened in Channels' worker threads must not outlive a test (the test database is dropped after).
 if "pool" not in DATABASES["default"].get("OPTIONS", {}):  # noqa: F405
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# The suite's sockets share one address (WebsocketCommunicator has no peer) and many share a person:
+# per-address and per-person caps are off here and switched on by the tests of them (tests/chat/test_guards.py).
+CHAT_IP_RATE_LIMIT = 0
+CHAT_MAX_INFLIGHT_PER_PERSON = CHAT_MAX_INFLIGHT_PER_ADDRESS = 0
+CHAT_MAX_SOCKETS_PER_PERSON = CHAT_MAX_SOCKETS_PER_ADDRESS = 0

@@ -249,3 +249,8 @@ def test_it_shows_tiny_costs_with_every_digit():
     assert cost_label(Decimal("1.5000000000")) == "$1.50"
     assert cost_label(Decimal("0E-10")) == "$0.00"
     assert cost_label(None) == "not priced"
+
+
+@pytest.mark.parametrize("chosen", ["²", "٣x", "-1", "1e3", "9" * 30])
+def test_it_treats_a_conversation_parameter_that_is_not_an_id_as_none(alice, chosen):
+    assert alice.get("/", {"c": chosen}).status_code in (200, 404)

@@ -58,29 +58,35 @@ class Allowance:
 
 def check(owner, model="", now=None):
     """Count this message against the person's and the address's rate; return the person's Allowance."""
-    now = now or datetime.now(timezone.utc)
+    now = (now or datetime.now(timezone.utc)).timestamp()
     allowance = Allowance.of(owner)
-    minute = int(now.timestamp()) // 60
     if allowance.rate_limit:
-        check_rate("person", owner.key, allowance.rate_limit, minute, model,
+        check_rate("person", owner.key, allowance.rate_limit, now, model,
                    f"Too many messages: the limit is {allowance.rate_limit} a minute. Try again shortly.")
     if not owner.user_id and settings.CHAT_IP_RATE_LIMIT:
-        check_rate("address", owner.address, settings.CHAT_IP_RATE_LIMIT, minute, model,
+        check_rate("address", owner.address, settings.CHAT_IP_RATE_LIMIT, now, model,
                    f"Too many messages from your network address: the limit is {settings.CHAT_IP_RATE_LIMIT} "
                    "a minute. Try again shortly.")
     return allowance
 
 
-def check_rate(scope, who, limit, minute, model, message):
-    """Count one message in `who`'s current minute; raise Refused past `limit`."""
-    key = f"chat:rate:{scope}:{budgets.who_hash(who)}:{minute}"
-    cache.add(key, 0, timeout=90)
+def check_rate(scope, who, limit, now, model, message):
+    """Count one message for `who`; raise Refused when the last minute holds more than `limit`.
+
+    A sliding window: this minute's count plus the previous minute's, weighted by how much of it
+    is still within the last 60 seconds, so a burst across a minute boundary is not let through twice.
+    """
+    minute, elapsed = divmod(now, 60)
+    prefix = f"chat:rate:{scope}:{budgets.who_hash(who)}:"
+    key = f"{prefix}{int(minute)}"
+    cache.add(key, 0, timeout=150)
     try:
         count = cache.incr(key)
     except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=90)
+        cache.set(key, 1, timeout=150)
         count = 1
-    if count > limit:
+    previous = cache.get(f"{prefix}{int(minute) - 1}") or 0
+    if count + previous * (1 - elapsed / 60) > limit:
         count_once(Refusal.Kind.RATE_LIMITED, scope, who, model)
         raise Refused(message, "rate_limited", scope, who)
 

@@ -52,3 +52,20 @@ async def test_it_refuses_a_person_whose_daily_budget_is_spent(alice_session, bo
     await receive_until_done(bob)
     await alice.disconnect()
     await bob.disconnect()
+
+
+def test_it_does_not_let_a_burst_through_twice_across_a_minute_boundary(settings):
+    from datetime import UTC, datetime
+
+    from chat import limits
+    from chat.turns import Owner
+
+    settings.CHAT_RATE_LIMIT = 2
+    owner = Owner(None, "boundary-session", "192.0.2.1")
+    end_of_minute = datetime(2026, 1, 1, 12, 0, 59, 900_000, tzinfo=UTC)
+    for _ in range(2):
+        limits.check(owner, now=end_of_minute)
+    with pytest.raises(limits.Refused):
+        limits.check(owner, now=end_of_minute.replace(minute=1, second=0, microsecond=100_000))
+    # A minute later the earlier burst has slid out of the window.
+    limits.check(owner, now=end_of_minute.replace(minute=2, second=0))

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0003_report_indexes'),
+        ('billing', '0006_visitor_hash'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

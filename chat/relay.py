@@ -292,7 +292,7 @@ class Generation(replies.Watched):
         outcome = turns.Outcome(
             text="".join(self.text),
             reason=self.reason,
-            error=str(error) if error else "",
+            error=error.record_text if error else "",
             ttft_ms=ttft_ms,
             duration_ms=round((ended - self.started) * 1000),
             delivered=self.call.pieces if self.first_at is not None else 0,
@@ -304,7 +304,11 @@ class Generation(replies.Watched):
         done = await asyncio.shield(turns.finish(self.turn, outcome))
         await self.send_start()
         if error is not None:
-            await self.send_json({"type": "error", "code": error.code, "message": str(error)})
+            # A plain message and a reference the person can quote: the record (found by its
+            # request id in the admin) holds the upstream's own words, redacted.
+            ref = str(self.turn.request_id)
+            await self.send_json({"type": "error", "code": error.code, "message": f"{error} Reference: {ref}.",
+                                  "ref": ref})
         await self.send_json(done)
 
     async def refuse(self, code, message):

@@ -1,6 +1,7 @@
 """The two database visits of a reply: one before it starts, one when it ends, never one per token."""
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -55,6 +56,7 @@ class Turn:
     user_id: int | None
     visitor: str
     reservation: object = None  # budget held for this reply (billing.budgets), settled with its record
+    request_id: uuid.UUID = field(default_factory=uuid.uuid4)  # the usage record's: the reference a person quotes
 
 
 @dataclass(slots=True)
@@ -169,6 +171,7 @@ def finish(turn, outcome):
             cache_write_tokens=usage.cache_write_tokens, upstream_cost_usd=upstream_cost(usage), estimated=estimated,
             ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms, retries=call.retries,
             history_dropped=turn.history_dropped, error=outcome.error, started=turn.started, finished=now,
+            request_id=turn.request_id,
         )
         budgets.settle(turn.reservation, limits.actual_cost(turn.reservation, record))
     return done_frame(turn.message_id, message_status, record, outcome.text)

@@ -17,7 +17,8 @@ Per-request options ride in the model name, `gpt-4.1-mini+ttft=200+gap=5+tokens=
     cost           a cost in USD to report as `usage.cost`, as LiteLLM and OpenRouter do
     reply          `xss` or `markdown`: a canned reply instead of generated words
     fault          429, 500, 503, 400, 401 (always), 429x2, 500x1, 502x1, 503x1, 504x1 (the first
-                   N attempts of the same request body), drop_before, stall_first, stall_mid,
+                   N attempts of the same request body), echo_key (a 401 whose message quotes the
+                   request's Authorization or x-api-key header, as some gateways do), drop_before, stall_first, stall_mid,
                    drop_mid, malformed, error_mid, rate_limit_mid (a rate-limit error event mid-stream),
                    no_usage, null_usage (usage counts sent as null), no_done, no_finish (a clean end of
                    stream with no finish reason, stop reason, `[DONE]` or `message_stop`)

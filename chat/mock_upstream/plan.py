@@ -30,7 +30,7 @@ DATE_SUFFIX = "-2025-04-14"
 OPTIONS = {"ttft": float, "gap": float, "tokens": int, "cached": int, "cache_write": int, "cost": float,
            "reply": str, "fault": str, "after": int, "retry_after": float}
 STATUS_FAULT = re.compile(r"(400|401|429|500|502|503|504)(?:x(\d+))?")
-FAULTS = {"drop_before", "stall_first", "stall_mid", "drop_mid", "malformed", "error_mid", "rate_limit_mid",
+FAULTS = {"echo_key", "drop_before", "stall_first", "stall_mid", "drop_mid", "malformed", "error_mid", "rate_limit_mid",
           "no_usage", "null_usage", "no_done", "no_finish"}
 
 

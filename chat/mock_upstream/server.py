@@ -230,6 +230,7 @@ class Connection(asyncio.Protocol):
             method, target, version = request
             self.keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
             path, _, query = target.partition("?")
+            self.headers = headers
             try:
                 self.route(method, path, query, body)
             except Exception:  # a bug in the mock must answer 500, not leave the client waiting
@@ -274,6 +275,10 @@ class Connection(asyncio.Protocol):
             status = int(status_fault.group(1))
             headers = [("Retry-After", f"{plan.retry_after:g}")] if status == 429 else []
             return self.fail(record, api, status, f"Mock fault {plan.fault}: HTTP {status}.", headers)
+        if plan.fault == "echo_key":  # as some gateways do: the request's key, back in the error text
+            key = getattr(self, "headers", {}).get("authorization") or getattr(self, "headers", {}).get("x-api-key", "")
+            return self.fail(record, api, 401, f"Incorrect API key provided: {key}. Find your key at "
+                             "https://platform.example.com/api-keys.")
         if plan.fault == "drop_before":
             mock.finish(record, "failed")
             return self.close()

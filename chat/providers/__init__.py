@@ -69,14 +69,25 @@ class Call:
 class UpstreamError(Exception):
     """The upstream refused or failed; `code` is the protocol's error code shown to the person.
 
-    `retry_after` is the seconds the upstream's Retry-After asked for, when it sent one.
+    `message` is our own plain sentence, the one a person sees; `detail` is what the upstream said,
+    kept on the usage record for the operator. Both are redacted of keys and tokens here, before
+    anything can store, log, export or send them. `retry_after` is the seconds the upstream's
+    Retry-After asked for, when it sent one.
     """
 
-    def __init__(self, message, code="upstream_error", status=None, retry_after=None):
-        super().__init__(message)
+    def __init__(self, message, code="upstream_error", status=None, retry_after=None, detail=""):
+        from chat.redaction import redact
+
+        super().__init__(redact(message))
         self.code = code
         self.status = status
         self.retry_after = retry_after
+        self.detail = redact(detail)
+
+    @property
+    def record_text(self):
+        """Return the text stored on the usage record: the message, and the upstream's words if any."""
+        return f"{self} Upstream said: {self.detail}" if self.detail else str(self)
 
 
 def provider_for(model):

@@ -53,9 +53,9 @@ def read_event(call, event):
     try:
         data = json.loads(event.data)
     except ValueError:
-        raise UpstreamError(f"The upstream sent a malformed event: {event.data[:120]!r}") from None
+        raise UpstreamError("The upstream sent a malformed event.", detail=repr(event.data[:120])) from None
     if not isinstance(data, dict):
-        raise UpstreamError(f"The upstream sent an unexpected event: {event.data[:120]!r}")
+        raise UpstreamError("The upstream sent an unexpected event.", detail=repr(event.data[:120]))
     kind = data.get("type", kind)
     if kind == "content_block_delta":
         delta = data.get("delta") or {}
@@ -87,7 +87,7 @@ def read_event(call, event):
         error = data.get("error") or {}
         message = error.get("message") or error.get("type") or "error"
         code = "rate_limited" if error.get("type") == "rate_limit_error" else "upstream_error"
-        raise UpstreamError(f"The upstream failed mid-stream: {message}", code=code)
+        raise UpstreamError("The upstream failed mid-stream.", code=code, detail=str(message))
     return ""
 
 

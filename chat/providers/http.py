@@ -178,9 +178,10 @@ async def post(call, url, payload, headers):
                     await response.aclose()
                 return
             body = await _read_error(response)
-            message = error_message(body, response.status_code)
+            detail = error_message(body, response.status_code)
+            message = f"The upstream refused the request (HTTP {response.status_code})."
             code = "rate_limited" if response.status_code == 429 else "upstream_error"
-            failure = UpstreamError(message, code=code, status=response.status_code)
+            failure = UpstreamError(message, code=code, status=response.status_code, detail=detail)
             if response.status_code not in RETRY_STATUSES:
                 raise failure
             retry_after = failure.retry_after = parse_retry_after(response.headers.get("retry-after"))

@@ -48,11 +48,11 @@ def read_chunk(call, data):
     try:
         chunk = json.loads(data)
     except ValueError:
-        raise UpstreamError(f"The upstream sent a malformed event: {data[:120]!r}") from None
+        raise UpstreamError("The upstream sent a malformed event.", detail=repr(data[:120])) from None
     if not isinstance(chunk, dict):
-        raise UpstreamError(f"The upstream sent an unexpected event: {data[:120]!r}")
+        raise UpstreamError("The upstream sent an unexpected event.", detail=repr(data[:120]))
     if "error" in chunk:
-        raise UpstreamError(error_message(data.encode(), "stream"), code="upstream_error")
+        raise UpstreamError("The upstream reported an error mid-stream.", detail=error_message(data.encode(), "stream"))
     if chunk.get("model"):
         call.upstream_model = chunk["model"]
     if reports_usage(chunk.get("usage")):

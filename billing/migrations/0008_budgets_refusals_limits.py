@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0006_visitor_hash'),
+        ('billing', '0007_usage_api_key'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -46,11 +46,10 @@ async def test_it_maps_an_anthropic_rate_limit_error_mid_stream(alice_session, s
     frames = await chat(alice_session, model)
     (error,) = frames_of(frames, "error")
     assert error["code"] == "rate_limited"
-    assert error["message"] == (
-        "The upstream failed mid-stream: Number of request tokens has exceeded your per-minute rate limit"
-    )
     assert len("".join(f["text"] for f in frames_of(frames, "delta")).split()) == 4
     record = await UsageRecord.objects.aget()
+    # The person gets our plain sentence and a reference; the upstream's words are on the record.
+    assert error["message"] == f"The upstream failed mid-stream. Reference: {record.request_id}."
     assert record.status == "failed" and "per-minute rate limit" in record.error
 
 
@@ -59,8 +58,9 @@ async def test_it_reports_an_openai_error_chunk_mid_stream_as_an_upstream_error(
     allow(settings, model)
     frames = await chat(alice_session, model)
     (error,) = frames_of(frames, "error")
-    assert error["code"] == "upstream_error" and "Rate limit reached for requests." in error["message"]
-    assert (await UsageRecord.objects.aget()).status == "failed"
+    record = await UsageRecord.objects.aget()
+    assert error["code"] == "upstream_error" and error["ref"] == str(record.request_id)
+    assert record.status == "failed" and "Rate limit reached for requests." in record.error
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -198,7 +198,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def listen(self, layer):
         """Forward the frames of replies on other processes to this socket."""
         while True:
-            message = await layer.receive(self.channel)
+            try:
+                message = await layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - channels-redis times out an idle receive: receive again
+                log.debug("watch channel receive: %s", exc.__class__.__name__)
+                await asyncio.sleep(0.1)
+                continue
             kind = message["type"]
             if kind == "reply.frame":
                 text = message["text"]

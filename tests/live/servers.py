@@ -110,7 +110,7 @@ def server_env(database_url, redis_url, models, mock_base, **extra):
            if not k.startswith(("DJANGO_", "CHAT_", "DEBUG", "MOCK_", "REDIS_URL", "DATABASE_URL"))}
     env.update(
         DJANGO_SETTINGS_MODULE="chatsite.settings", SECRET_KEY="live-tests-secret-key", DATABASE_URL=database_url,
-        CHAT_MODELS=",".join(models), MOCK_BASE_URL=mock_base, MOCK_API_KEY="test", LOG_LEVEL="WARNING",
+        CHAT_MODELS=",".join(models), MOCK_BASE_URL=mock_base, MOCK_API_KEY="test", LOG_LEVEL=os.environ.get("LIVE_LOG_LEVEL", "WARNING"),
         PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **{k: str(v) for k, v in extra.items()},
     )
     if redis_url:

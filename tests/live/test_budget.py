@@ -1,4 +1,5 @@
-"""30 parallel sends against a $0.01 site budget, on real daphne processes: at most $0.01 is spent.
+"""The guards against the running server: 30 parallel sends against a $0.01 site budget spend at
+most $0.01, and cookie-dropping visitors from one address stop at the address's rate limit.
 
 One process on SQLite, and two processes sharing PostgreSQL and Redis (marked `services`: skipped
 when they are down, failed under CI=true). The mock's request count proves every refusal happened
@@ -93,3 +94,28 @@ def test_it_spends_at_most_the_budget_however_many_send_at_once(budget_deploymen
     ((counted,),) = budget_deployment.store.query(
         "SELECT COUNT(*) FROM billing_refusal WHERE kind = 'budget_exceeded' AND scope = 'site'")
     assert counted == len(refused)
+
+
+@pytest.fixture(scope="module")
+def rate_limited_process(upstream, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("live-rate")
+    database_url = f"sqlite:///{workdir / 'chatsite.sqlite3'}"
+    env = server_env(database_url, "", [MODEL], upstream.base_url + "/v1", CHAT_IP_RATE_LIMIT=3)
+    migrate(env)
+    deployment = Deployment([Server(env, workdir / "daphne.log").start()], Store(database_url))
+    yield deployment
+    deployment.stop()
+
+
+def test_it_stops_cookie_dropping_visitors_at_the_address_rate_limit(rate_limited_process, upstream):
+    server = rate_limited_process.servers[0]
+    before = upstream.stats(log=False)["requests"]
+    firsts = []
+    for _ in range(6):  # a new session (the cookie dropped) for every message, all from 127.0.0.1
+        chat = Chat(server, new_session(server))
+        first, _ = first_and_done(chat)
+        firsts.append(first)
+        chat.ws.close()
+    assert [f["type"] for f in firsts] == ["start"] * 3 + ["error"] * 3, firsts
+    assert {f["code"] for f in firsts[3:]} == {"rate_limited"} and "network address" in firsts[3]["message"]
+    assert upstream.stats(log=False)["requests"] - before == 3

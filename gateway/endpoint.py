@@ -12,6 +12,7 @@ import time
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 
 from chat.turns import usage_of
 from gateway import accounting, spending, wire
@@ -147,7 +148,7 @@ def admit(raw_key, body):
     ask = parse(body)
     if not key.allows(ask.call.model):
         raise ApiError(403, f"This key may not use the model {ask.call.model!r}.", "model_not_allowed", "model")
-    spending.check_rate(key)
+    spending.check_rate(key, ask.call.model)
     reservation = spending.reserve(key, ask.call.model, ask.worst_case_tokens())
     return key, ask, reservation
 
@@ -163,12 +164,14 @@ def authenticate(raw_key):
 
 @database_sync_to_async
 def finish(exchange, key, reservation):
-    """Write the exchange's record and settle its reservation with the real cost."""
-    record = None
-    try:
+    """Write the exchange's record and settle its reservation with the real cost, in one transaction.
+
+    Spent and recorded together, or neither: if the write fails, the hold lapses after
+    CHAT_BUDGET_HOLD_SECONDS.
+    """
+    with transaction.atomic():
         record = accounting.record(exchange, "api", key)
-    finally:
-        spending.settle(reservation, None if record is None else record.cost_usd)
+        spending.settle(reservation, record.cost_usd)
 
 
 def invalid_key(raw_key):

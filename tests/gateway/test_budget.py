@@ -39,4 +39,7 @@ def test_it_never_lets_30_parallel_requests_spend_past_the_budget(api, make_key,
     spent = sum(record.cost_usd for record in records)
     assert spent <= Decimal("0.01"), spent
     assert mock_upstream.stats()["requests"] == served  # refusals never reached the upstream
+    from billing.models import Refusal
+
+    assert Refusal.objects.filter(kind="budget_exceeded", scope="apikey", channel="api").exists()
 

@@ -29,7 +29,9 @@ NGINX = "/usr/sbin/nginx"
 HOST = "chat.example.com"
 ORIGIN = f"https://{HOST}"  # what a browser on the standard port sends
 MODEL = "mock/timed+ttft=150+gap=30+tokens=6"
+FAST = "mock/fast+ttft=5+gap=1+tokens=2"
 REPLIES = 7
+IP_RATE_LIMIT = 8  # messages a minute per client address; the first-delta test sends REPLIES from 127.0.0.1
 # README's production environment, as daphne gets it behind nginx (server_env brings its own SECRET_KEY).
 PRODUCTION = {name: value for name, value in documented_environment().items() if name != "SECRET_KEY"}
 
@@ -103,8 +105,8 @@ def site(upstream, tmp_path_factory):
     daphne_port, http_port, https_port = free_port(), free_port(), free_port()
 
     database_url = f"sqlite:///{workdir / 'chatsite.sqlite3'}"
-    env = server_env(database_url, "", [MODEL], upstream.base_url + "/v1", CHAT_FLUSH_MS=30,
-                     STATIC_ROOT=str(workdir / "static"), **PRODUCTION)
+    env = server_env(database_url, "", [MODEL, FAST], upstream.base_url + "/v1", CHAT_FLUSH_MS=30,
+                     CHAT_IP_RATE_LIMIT=IP_RATE_LIMIT, STATIC_ROOT=str(workdir / "static"), **PRODUCTION)
     migrate(env)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env,
                    check=True, timeout=300)
@@ -145,12 +147,13 @@ def site(upstream, tmp_path_factory):
         shutil.rmtree(workdir / "static", ignore_errors=True)
 
 
-def request(site, method, path, headers=None, tls=True):
-    """Send one request through nginx as `HOST`; return (status, headers, body)."""
+def request(site, method, path, headers=None, tls=True, source="127.0.0.1"):
+    """Send one request through nginx as `HOST` from the `source` address; return (status, headers, body)."""
     if tls:
-        connection = http.client.HTTPSConnection("127.0.0.1", site["https"], context=site["tls"], timeout=20)
+        connection = http.client.HTTPSConnection("127.0.0.1", site["https"], context=site["tls"], timeout=20,
+                                                 source_address=(source, 0))
     else:
-        connection = http.client.HTTPConnection("127.0.0.1", site["http"], timeout=20)
+        connection = http.client.HTTPConnection("127.0.0.1", site["http"], timeout=20, source_address=(source, 0))
     connection.request(method, path, headers={"Host": HOST, **(headers or {})})
     response = connection.getresponse()
     body = response.read()
@@ -158,21 +161,22 @@ def request(site, method, path, headers=None, tls=True):
     return response.status, response.headers, body
 
 
-def session_through(site):
+def session_through(site, source="127.0.0.1"):
     """Load the page and ask for a session as the page's first send does; return the sessionid."""
-    status, headers, _ = request(site, "GET", "/")
+    status, headers, _ = request(site, "GET", "/", source=source)
     assert status == 200 and "max-age=31536000" in headers["Strict-Transport-Security"]
     token = re.search(r"csrftoken=([^;]+)", headers["Set-Cookie"]).group(1)
     status, headers, body = request(site, "POST", "/session/", {
-        "Cookie": f"csrftoken={token}", "X-CSRFToken": token, "Origin": ORIGIN, "Content-Length": "0"})
+        "Cookie": f"csrftoken={token}", "X-CSRFToken": token, "Origin": ORIGIN, "Content-Length": "0"},
+        source=source)
     assert status == 201, body
     cookie = headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie
     return re.search(r"sessionid=([^;]+)", cookie).group(1)
 
 
-def socket_through(site, session):
-    sock = socket.create_connection(("127.0.0.1", site["https"]), timeout=10)
+def socket_through(site, session, source="127.0.0.1"):
+    sock = socket.create_connection(("127.0.0.1", site["https"]), timeout=10, source_address=(source, 0))
     return connect(f"wss://{HOST}:{site['https']}/ws/chat/", sock=sock, ssl=site["tls"], server_hostname=HOST,
                    origin=ORIGIN, additional_headers={"Cookie": f"sessionid={session}"}, proxy=None,
                    open_timeout=20, compression=None)
@@ -215,3 +219,29 @@ def test_it_refuses_a_socket_from_another_origin_through_the_proxy(site):
     with pytest.raises(Exception, match="403"):
         connect(f"wss://{HOST}:{site['https']}/ws/chat/", sock=sock, ssl=site["tls"], server_hostname=HOST,
                 origin="https://evil.example", additional_headers={"Cookie": f"sessionid={session}"}, proxy=None)
+
+
+def send_fast(ws):
+    """Send one message; return the frame that answers it (`done`, or an `error` with no reply)."""
+    ws.send(json.dumps({"type": "send", "content": "count me", "model": FAST}))
+    while True:
+        frame = json.loads(ws.recv(timeout=20))
+        if frame["type"] in ("done", "error"):
+            return frame
+
+
+def test_it_limits_each_real_client_address_behind_the_proxy(site, upstream):
+    # Every connection reaches daphne from nginx (127.0.0.1); CHAT_TRUSTED_PROXIES=127.0.0.1 makes
+    # chatsite read the client's own address (127.0.0.2, 127.0.0.3) from X-Forwarded-For.
+    upstream.reset()
+    with socket_through(site, session_through(site, "127.0.0.2"), "127.0.0.2") as ws:
+        for _ in range(IP_RATE_LIMIT):
+            assert send_fast(ws)["status"] == "completed"
+    # A fresh session (cookie dropped) from the same address is still over the address's limit...
+    with socket_through(site, session_through(site, "127.0.0.2"), "127.0.0.2") as ws:
+        frame = send_fast(ws)
+        assert frame["type"] == "error" and frame["code"] == "rate_limited", frame
+    assert upstream.stats(log=False)["requests"] == IP_RATE_LIMIT  # refused before any upstream request
+    # ...while another client behind the same proxy is not.
+    with socket_through(site, session_through(site, "127.0.0.3"), "127.0.0.3") as ws:
+        assert send_fast(ws)["status"] == "completed"

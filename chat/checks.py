@@ -67,6 +67,21 @@ def check_limits(app_configs, **kwargs):
 
 
 @register(deploy=True)
+def check_proxy(app_configs, **kwargs):
+    """Check that a site behind a TLS proxy also tells per-address limits which peer is that proxy."""
+    if settings.SECURE_PROXY_SSL_HEADER and not settings.CHAT_TRUSTED_PROXIES:
+        return [
+            Warning(
+                "SECURE_PROXY_SSL_HEADER says a proxy is in front, but CHAT_TRUSTED_PROXIES is empty: every "
+                "visitor counts as the proxy's address for per-address limits.",
+                hint="Set CHAT_TRUSTED_PROXIES to the proxy's addresses (127.0.0.1 for nginx on the same host).",
+                id="chat.W006",
+            )
+        ]
+    return []
+
+
+@register(deploy=True)
 def check_static_files(app_configs, **kwargs):
     """Check that `collectstatic` has run, so static files have hashed names and far-future caching."""
     from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage

@@ -1,6 +1,6 @@
 """System checks on the relations between settings (each value alone is checked when settings are read)."""
 
-from chat.checks import check_limits, check_providers
+from chat.checks import check_limits, check_providers, check_proxy
 
 
 def ids(problems):
@@ -38,3 +38,11 @@ def test_it_names_the_variable_for_a_provider_without_base_url_or_key(settings):
     problems = check_providers(None)
     assert ids(problems) == ["chat.E001", "chat.W001"]
     assert "LOCAL_BASE_URL" in problems[0].hint and "OPENAI_API_KEY" in problems[1].hint
+
+
+def test_it_warns_when_a_proxy_is_in_front_but_not_trusted_for_client_addresses(settings):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.CHAT_TRUSTED_PROXIES = []
+    assert ids(check_proxy(None)) == ["chat.W006"]
+    settings.CHAT_TRUSTED_PROXIES = ["127.0.0.1"]
+    assert check_proxy(None) == []

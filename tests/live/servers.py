@@ -105,13 +105,19 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+NO_ADDRESS_LIMITS = {"CHAT_IP_RATE_LIMIT": 0, "CHAT_MAX_INFLIGHT_PER_ADDRESS": 0, "CHAT_MAX_SOCKETS_PER_ADDRESS": 0}
+
+
 def server_env(database_url, redis_url, models, mock_base, **extra):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DJANGO_", "CHAT_", "DEBUG", "MOCK_", "REDIS_URL", "DATABASE_URL"))}
     env.update(
         DJANGO_SETTINGS_MODULE="chatsite.settings", SECRET_KEY="live-tests-secret-key", DATABASE_URL=database_url,
         CHAT_MODELS=",".join(models), MOCK_BASE_URL=mock_base, MOCK_API_KEY="test", LOG_LEVEL=os.environ.get("LIVE_LOG_LEVEL", "WARNING"),
-        PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **{k: str(v) for k, v in extra.items()},
+        PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1",
+        # Every live client is 127.0.0.1 (and with Redis, db 14 is shared by every run): per-address
+        # limits are off unless a test sets them (tests/live/test_budget.py does).
+        **{k: str(v) for k, v in {**NO_ADDRESS_LIMITS, **extra}.items()},
     )
     if redis_url:
         env["REDIS_URL"] = redis_url

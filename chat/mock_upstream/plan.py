@@ -22,8 +22,8 @@ CANNED = {
     ),
     "markdown": (
         "# A heading\n\nSome text before a list:\n\n- first item\n- second item\n- third item\n\n"
-        '```python\ndef greet(name):\n    return f"Hello, {name}!"\n```\n\n'
-        "| name | value |\n|---|---|\n| alpha | 1 |\n| beta | 2 |\n"
+        '```python\ndef greet(name):\n    return f"Hello, {name}!"  # a line too wide for a phone: it scrolls sideways\n```\n\n'
+        "| name | value |\n|---|--:|\n| alpha | 1 |\n| beta | 2 |\n"
     ),
 }
 DATE_SUFFIX = "-2025-04-14"

@@ -118,7 +118,10 @@ function endReply(reply, status, message, item) {
     const retry = element("button", "button small retry", "Retry");
     retry.type = "button";
     retry.setAttribute("aria-label", `Retry: ${titleFrom(item.content)}`);
-    retry.addEventListener("click", () => queue(item.content, item.model, item.stream));
+    retry.addEventListener("click", () => {
+      queue(item.content, item.model, item.stream);
+      prompt.focus(); // the button stays with the failed reply; the next step happens in the composer
+    });
     mark.append(" ", retry);
   }
   const figures = bubble.querySelector(".figures");
@@ -175,6 +178,8 @@ function pump() {
 
 function updateControls() {
   const streaming = turn !== null && turn.state !== "stopping";
+  // Stop hides when the reply ends: focus would fall to <body> if it stayed on the button.
+  if (!streaming && document.activeElement === stopButton) prompt.focus();
   stopButton.hidden = !streaming;
   sendButton.disabled = outbox !== null;
   sendButton.textContent = turn !== null ? "Queue" : "Send";

@@ -26,8 +26,10 @@ async function copy(text) {
   if (!ok) throw new Error("copy refused");
 }
 
-// Give every code block in `root` a Copy button.
+// Give every code block in `root` a Copy button; let keyboards reach what scrolls sideways.
 export function decorateCode(root) {
+  // A code block or table wider than the bubble scrolls: it must take focus to scroll by keys.
+  root.querySelectorAll("pre, table").forEach((node) => node.setAttribute("tabindex", "0"));
   root.querySelectorAll("pre").forEach((pre) => {
     if (pre.parentElement.classList.contains("code-block")) return;
     const wrapper = document.createElement("div");

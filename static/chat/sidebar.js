@@ -1,6 +1,7 @@
 // The conversation list: the phone menu, new entries, rename and delete.
 
 const TITLE_LENGTH = 80;
+const DRAWER_MAX_PX = 760; // chat.css: below this width the list is a drawer
 
 function csrfToken() {
   return document.querySelector('meta[name="csrf-token"]').content;
@@ -42,14 +43,38 @@ export class Sidebar {
     };
     this.isBusy = isBusy;
     this.onDeleted = onDeleted;
+    // While the drawer is open on a phone, the page behind it is inert: Tab stays in the drawer
+    // and nothing focusable hides under it (WCAG 2.2 "focus not obscured").
+    this.behind = [document.querySelector(".topbar"), main, document.querySelector(".skip-link")];
     this.menu.addEventListener("click", () => this.toggle());
-    this.nav.addEventListener("keydown", (event) => {
-      if (event.key === "Escape" && this.isOpen()) this.toggle(false);
+    document.getElementById("close-drawer").addEventListener("click", () => this.toggle(false));
+    this.nav.addEventListener("keydown", (event) => { if (event.key === "Tab") this.trapTab(event); });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.isOpen() && !event.defaultPrevented) this.toggle(false);
     });
     this.list.addEventListener("click", (event) => this.clicked(event));
     document.addEventListener("click", (event) => {
       if (this.isOpen() && !this.nav.contains(event.target) && !this.menu.contains(event.target)) this.toggle(false);
     });
+    // A phone turned into a wide screen has no drawer: close it rather than leave the page inert.
+    window.matchMedia(`(max-width: ${DRAWER_MAX_PX}px)`).addEventListener("change", (event) => {
+      if (!event.matches && this.isOpen()) this.toggle(false, { focus: false });
+    });
+  }
+
+  // Keep Tab and Shift+Tab inside the open drawer, wrapping at its ends.
+  trapTab(event) {
+    if (!this.isOpen()) return;
+    const stops = [...this.nav.querySelectorAll("a[href], button, input")].filter((node) => node.offsetParent !== null);
+    if (stops.length === 0) return;
+    const [first, last] = [stops[0], stops[stops.length - 1]];
+    if (!event.shiftKey && document.activeElement === last) {
+      event.preventDefault();
+      first.focus();
+    } else if (event.shiftKey && document.activeElement === first) {
+      event.preventDefault();
+      last.focus();
+    }
   }
 
   url(kind, id) {
@@ -61,10 +86,13 @@ export class Sidebar {
   }
 
   // Show or hide the list on a narrow screen.
-  toggle(open = !this.isOpen()) {
+  toggle(open = !this.isOpen(), { focus = true } = {}) {
     this.menu.setAttribute("aria-expanded", String(open));
     document.body.classList.toggle("sidebar-open", open);
-    if (open) this.nav.querySelector("a, button")?.focus();
+    for (const node of this.behind) node.inert = open;
+    if (!focus) return;
+    // The drawer turns visible at once when opening (chat.css), so it can take focus now.
+    if (open) this.nav.querySelector(".conversation.current a, #new-chat")?.focus();
     else this.menu.focus();
   }
 
@@ -141,7 +169,11 @@ export class Sidebar {
     item.prepend(form);
     input.focus();
     input.select();
+    // Escape, Enter and the blur that follows each would close it: only the first one does.
+    let closed = false;
     const close = () => {
+      if (closed) return;
+      closed = true;
       form.remove();
       link.hidden = false;
       item.querySelector(".conversation-actions").hidden = false;

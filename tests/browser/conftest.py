@@ -198,15 +198,28 @@ def context(browser):
 @pytest.fixture
 def page(context, chat_server, orm, mock):
     """The chat page, loaded and connected; records any dialog or script error it raises."""
-    tab = context.new_page()
-    tab.dialogs, tab.errors = [], []
-    tab.on("dialog", lambda dialog: (tab.dialogs.append(dialog.message), dialog.dismiss()))
-    tab.on("pageerror", lambda error: tab.errors.append(str(error)))
+    tab = watched(context.new_page())
     open_chat(tab, chat_server.url)
     mock.wait_idle(10)
     mock.reset()
     yield tab
+    assert_clean(tab)
+
+
+def watched(tab):
+    """Record the dialogs, script errors and Content-Security-Policy violations `tab` raises."""
+    tab.dialogs, tab.errors, tab.csp_violations = [], [], []
+    tab.on("dialog", lambda dialog: (tab.dialogs.append(dialog.message), dialog.dismiss()))
+    tab.on("pageerror", lambda error: tab.errors.append(str(error)))
+    tab.on("console", lambda message: "Content Security Policy" in message.text
+           and tab.csp_violations.append(message.text))
+    return tab
+
+
+def assert_clean(tab):
+    """Fail if `tab` raised a script error or broke the Content-Security-Policy."""
     assert tab.errors == [], f"script errors on the page: {tab.errors}"
+    assert tab.csp_violations == [], f"Content-Security-Policy violations: {tab.csp_violations}"
 
 
 def open_chat(tab, url):

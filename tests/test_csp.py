@@ -1,0 +1,15 @@
+"""The Content-Security-Policy header (its effect in a browser is tested in tests/browser/test_accessibility.py)."""
+
+from chatsite.csp import POLICY
+
+
+def test_it_sends_the_policy_with_the_page_and_the_admin(client, db):
+    for url in ("/", "/admin/login/"):
+        assert client.get(url).headers["Content-Security-Policy"] == POLICY
+
+
+def test_it_leaves_debug_error_pages_readable(client, db, settings):
+    settings.DEBUG = True
+    response = client.get("/c/999999/")
+    assert response.status_code == 404
+    assert "Content-Security-Policy" not in response.headers

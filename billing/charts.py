@@ -17,7 +17,7 @@ def svg(chart_id, title, body, height=HEIGHT):
     """Return an SVG element titled `title` (its accessible name) holding `body`."""
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="{0}-title" viewBox="0 0 {1} {2}" '
-        'width="100%" style="max-width:{1}px" class="chart"><title id="{0}-title">{3}</title>{4}</svg>',
+        'width="{1}" class="chart"><title id="{0}-title">{3}</title>{4}</svg>',
         chart_id, WIDTH, height, title, body,
     )
 

@@ -95,7 +95,7 @@ def operator(orm):
     return "operator", password
 
 
-def test_it_has_no_serious_violations_in_the_admin_usage_list(context, chat_server, operator):
+def test_it_has_no_serious_violations_in_the_admin_usage_list_and_dashboard(context, chat_server, operator):
     page = watched(context.new_page())
     page.goto(chat_server.url + "/admin/billing/usagerecord/")
     assert_accessible(page, "the admin login page")
@@ -107,4 +107,8 @@ def test_it_has_no_serious_violations_in_the_admin_usage_list(context, chat_serv
     assert_accessible(page, "the admin's usage list")
     page.locator("div.breadcrumbs a").first.click()
     assert_accessible(page, "the admin's index")
+    page.goto(chat_server.url + "/admin/billing/dashboard/")
+    expect(page.locator("svg.chart").first).to_be_visible()
+    assert page.locator("svg.chart").first.bounding_box()["width"] > 300, "the dashboard's charts lost their styles"
+    assert_accessible(page, "the admin's billing dashboard")
     assert_clean(page)

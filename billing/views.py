@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from billing import charts, dashboard, personal
+from chat.figures import shows_usage
 
 
 def dashboard_view(request):
@@ -72,6 +73,6 @@ def share(row, column):
 @login_required
 def my_usage(request):
     """Show the signed-in person what they spent today and this month, and their daily budget left."""
-    if not getattr(settings, "CHAT_SHOW_USAGE", True):  # a setting the chat page may grow: off hides usage
+    if not shows_usage(request.user):  # CHAT_SHOW_USAGE: who may see token counts and cost
         raise Http404("Usage is not shown on this site.")
     return render(request, "billing/my_usage.html", personal.spending(request.user))

@@ -247,7 +247,7 @@ class Generation(replies.Watched):
             turn = self.turn
             await self.send_json(
                 {"type": "start", "conversation": turn.conversation_id, "message": turn.message_id,
-                 "model": turn.call.model}
+                 "model": turn.call.model, "title": turn.title}
             )
 
     async def relay(self, stream, loop):

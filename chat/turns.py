@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing import budgets
 from billing.models import COST_PLACES, AbandonmentEvent, UsageRecord
-from chat import limits, markdown
+from chat import figures, limits, markdown
 from chat.limits import Refused
 from chat.models import Conversation, Message
 from chat.visitors import visitor_hash
@@ -55,6 +55,8 @@ class Turn:
     history_dropped: int
     user_id: int | None
     visitor: str
+    title: str
+    shows_usage: bool  # whether the person may see token counts and cost (CHAT_SHOW_USAGE)
     reservation: object = None  # budget held for this reply (billing.budgets), settled with its record
     request_id: uuid.UUID = field(default_factory=uuid.uuid4)  # the usage record's: the reference a person quotes
 
@@ -119,7 +121,7 @@ def _start(owner, request, allowance):
                     model=request["model"]),
         ])
     return Turn(conversation.pk, reply.pk, call, timezone.now(), dropped, conversation.user_id,
-                conversation.visitor, reservation)
+                conversation.visitor, conversation.title, figures.shows_usage(owner.user), reservation)
 
 
 def usage_of(call, failed):
@@ -174,16 +176,20 @@ def finish(turn, outcome):
             request_id=turn.request_id,
         )
         budgets.settle(turn.reservation, limits.actual_cost(turn.reservation, record))
-    return done_frame(turn.message_id, message_status, record, outcome.text)
+    return done_frame(turn.message_id, message_status, record, outcome.text, turn.shows_usage)
 
 
-def done_frame(message_id, status, record, text):
-    """Return the `done` frame of a stored reply and its usage record (None: no record)."""
+def done_frame(message_id, status, record, text, shows_usage):
+    """Return the `done` frame of a stored reply and its usage record (None: no record).
+
+    Without `shows_usage` (CHAT_SHOW_USAGE) the frame holds no usage or cost at all: not sent,
+    rather than sent and hidden by the page.
+    """
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "estimated": False}
     if record is not None:
         usage = {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
                  "estimated": record.estimated}
-    return {
+    done = {
         "type": "done",
         "message": message_id,
         "status": status,
@@ -191,7 +197,11 @@ def done_frame(message_id, status, record, text):
         "cost_usd": None if record is None or record.cost_usd is None else f"{record.cost_usd:.10f}",
         "ttft_ms": None if record is None else record.ttft_ms,
         "html": markdown.render(text),
+        "figures": None if record is None else figures.of_record(record, shows_usage),
     }
+    if not shows_usage:
+        del done["usage"], done["cost_usd"]
+    return done
 
 
 @database_sync_to_async
@@ -206,7 +216,7 @@ def replies_of(owner, conversation_id, message_ids):
     done = {}
     asked = [m for m in message_ids if m not in streaming]
     for message in replies.filter(pk__in=asked).exclude(status=Message.Status.STREAMING):
-        done[message.pk] = stored_done(message)
+        done[message.pk] = stored_done(message, figures.shows_usage(owner.user))
     return streaming, done
 
 
@@ -217,7 +227,7 @@ def done_of(owner, message_id):
     message = Message.objects.filter(pk=message_id, conversation__in=conversations).first()
     if message is None or message.status == Message.Status.STREAMING:
         return None
-    return stored_done(message)
+    return stored_done(message, figures.shows_usage(owner.user))
 
 
 @database_sync_to_async
@@ -227,12 +237,13 @@ def lost_done(owner, message_id):
     message = Message.objects.filter(pk=message_id, conversation__in=conversations).first()
     if message is None:
         return None
+    shows_usage = figures.shows_usage(owner.user)
     if message.status != Message.Status.STREAMING:
-        return stored_done(message)
-    return done_frame(message.pk, "failed", None, message.content)
+        return stored_done(message, shows_usage)
+    return done_frame(message.pk, "failed", None, message.content, shows_usage)
 
 
-def stored_done(message):
+def stored_done(message, shows_usage):
     record = UsageRecord.objects.filter(message_id=message.pk).first()
     failed = record is not None and record.status == UsageRecord.Status.FAILED
-    return done_frame(message.pk, "failed" if failed else message.status, record, message.content)
+    return done_frame(message.pk, "failed" if failed else message.status, record, message.content, shows_usage)

@@ -15,10 +15,18 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.models import UsageRecord
-from chat import markdown, sessions
+from chat import figures, markdown, sessions
 from chat.models import Conversation, Message
 
 LIST_LENGTH = 100  # conversations shown in the sidebar, most recently updated first
+# What the page's <template> elements are rendered from: the markup the JS clones for a new message,
+# a reply, its figures and a sidebar entry is the server's own (templates/chat/*.html).
+BLANK = {
+    "user": {"role": "user", "content": ""},
+    "reply": {"role": "assistant", "status": "streaming"},
+    "figures": dict.fromkeys(("model", "ttft", "tokens", "speed", "cost"), "–"),
+    "conversation": {"id": 0, "title": ""},
+}
 
 
 def login_if_required(view):
@@ -57,49 +65,38 @@ def index(request, conversation_id=None):
         "conversations": conversations,
         "has_session": sessions.has_session(request),
         "selected": selected,
-        "transcript": transcript(selected["id"]) if selected else [],
+        "transcript": transcript(selected["id"], figures.shows_usage(request.user)) if selected else [],
+        "blank": BLANK,
+        "max_chars": settings.CHAT_MAX_PROMPT_CHARS,
         "models": settings.CHAT_MODELS,
         "model": selected["model"] if selected and selected["model"] in settings.CHAT_MODELS else settings.CHAT_MODELS[0],
-        "show_usage": getattr(settings, "CHAT_SHOW_USAGE", True),  # the link to billing's own-usage page
+        "show_usage": figures.shows_usage(request.user),  # the link to billing's own-usage page
     }
     return render(request, "chat/index.html", context)
 
 
-def transcript(conversation_id):
+def transcript(conversation_id, shows_usage=True):
     """Return a conversation's messages for the page, replies rendered from Markdown with their figures."""
     messages = list(Message.objects.filter(conversation_id=conversation_id))
-    figures = {
+    records = {
         r["message_id"]: r
         for r in UsageRecord.objects.filter(conversation_id=conversation_id, message__isnull=False).values(
-            "message_id", "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "ttft_ms",
-            "duration_ms", "error",
+            "message_id", "model", "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "ttft_ms",
+            "duration_ms", "streamed", "error",
         )
     }
     for message in messages:
         if message.role == Message.Role.ASSISTANT:
             message.html = markdown.render(message.content) if message.content else ""
-            message.figures = figures.get(message.pk)
-            if message.figures:
-                message.figures["tokens_per_s"] = tokens_per_second(message.figures)
-                message.figures["cost_label"] = cost_label(message.figures["cost_usd"])
+            record = records.get(message.pk)
+            message.error = record["error"] if record else ""
+            message.figures = record and figures.figures(
+                model=record["model"], prompt_tokens=record["prompt_tokens"],
+                completion_tokens=record["completion_tokens"], estimated=record["estimated"],
+                cost_usd=record["cost_usd"], ttft_ms=record["ttft_ms"], duration_ms=record["duration_ms"],
+                streamed=record["streamed"], usage=shows_usage,
+            )
     return messages
-
-
-def tokens_per_second(figures):
-    """Return a stored reply's output speed in tokens per second, or None when it cannot be told."""
-    streaming_ms = figures["duration_ms"] - (figures["ttft_ms"] or 0)
-    if figures["completion_tokens"] < 2 or streaming_ms <= 0:
-        return None
-    return round(figures["completion_tokens"] * 1000 / streaming_ms, 1)
-
-
-def cost_label(cost):
-    """Return a cost in dollars with every significant digit (`$0.0000156`), or say it is unpriced."""
-    if cost is None:
-        return "not priced"
-    digits = f"{cost:.10f}".rstrip("0")
-    whole, _, fraction = digits.partition(".")
-    return f"${whole}.{fraction.ljust(2, '0')}"
 
 
 def owned_conversation(request, conversation_id):

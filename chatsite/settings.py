@@ -251,6 +251,8 @@ CHAT_MAX_EVENT_BYTES = env.integer("CHAT_MAX_EVENT_BYTES", 1_048_576, minimum=10
 # another tab); 0 ends it at the disconnect. On SIGTERM, replies in flight get this long to finish.
 CHAT_RESUME_GRACE_S = env.number("CHAT_RESUME_GRACE_S", 20.0, minimum=0, maximum=3600)
 CHAT_SHUTDOWN_TIMEOUT = env.number("CHAT_SHUTDOWN_TIMEOUT", 10.0, minimum=0, maximum=3600)
+# Who sees each reply's token counts and cost: everyone, staff users only, or nobody.
+CHAT_SHOW_USAGE = env.string("CHAT_SHOW_USAGE", "all", choices=("all", "staff", "none"))
 # The demo model's pace: time to first token and gap between tokens, in milliseconds.
 CHAT_DEMO_TTFT_MS = env.integer("CHAT_DEMO_TTFT_MS", 350, minimum=0)
 CHAT_DEMO_GAP_MS = env.integer("CHAT_DEMO_GAP_MS", 25, minimum=0)

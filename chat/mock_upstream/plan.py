@@ -26,6 +26,13 @@ CANNED = {
         "| name | value |\n|---|--:|\n| alpha | 1 |\n| beta | 2 |\n"
     ),
 }
+CANNED["hostile"] = (  # Markdown's own ways to smuggle script or markup: links, images, raw HTML, entities
+    "[a fine link](https://example.com/a?b=1&c=2) [a link](javascript:alert(1)) [another](JAVASCRIPT:alert(1)) [data](data:text/html;base64,PHNjcmlwdD4=) "
+    '![an image](x" onerror="alert(1)) <a href="javascript:alert(1)" onclick="alert(1)">raw link</a>\n\n'
+    "<iframe src=\"javascript:alert(1)\"></iframe>\n\n<svg onload=alert(1)>\n\n"
+    "&lt;script&gt;alert(1)&lt;/script&gt; and `<script>alert(1)</script>`\n\n"
+    "```html\n<img src=x onerror=alert(1)>\n```\n"
+)
 DATE_SUFFIX = "-2025-04-14"
 OPTIONS = {"ttft": float, "gap": float, "tokens": int, "cached": int, "cache_write": int, "cost": float,
            "reply": str, "fault": str, "after": int, "retry_after": float}

@@ -1,11 +1,12 @@
 // The chat page: the composer, the transcript, and the websocket frames between them.
 //
-// Streamed text is only ever added as text (Text.appendData); the one HTML put in the page is
-// `done.html`, which the server renders from Markdown and sanitises.
+// Streamed text is rendered from Markdown and sanitised in the page (reply.js, markdown.js) until
+// `done.html`, which the server renders and sanitises, takes its place. The markup of a new message,
+// reply and sidebar entry is cloned from the server's <template> elements.
 
 import { Connection, Replies } from "./connection.js";
-import { Sidebar, titleFrom } from "./sidebar.js";
-import { decorateCode, figuresList } from "./reply.js";
+import { Sidebar } from "./sidebar.js";
+import { LiveReply, clone, decorateCode } from "./reply.js";
 
 const STICK_PX = 48; // this close to the bottom, the transcript follows new text
 const STOP_GRACE_MS = 4000; // a stop the server never answered is closed by the page after this
@@ -21,9 +22,16 @@ const streamToggle = document.getElementById("stream");
 const sendButton = document.getElementById("send");
 const stopButton = document.getElementById("stop");
 const indicator = document.getElementById("connection");
+const counter = document.getElementById("prompt-count");
+const promptError = document.getElementById("prompt-error");
+const toast = document.getElementById("toast");
+const MAX_CHARS = Number(main.dataset.maxChars);
+const COUNT_FROM = 0.8; // the counter shows once a message is this close to the limit
+const TOAST_MS = 5000;
+const SAVED = { model: "chat.model", stream: "chat.stream" }; // localStorage keys
 
 let conversation = main.dataset.conversation ? Number(main.dataset.conversation) : null;
-let turn = null; // the reply in flight: {item, userEl, replyEl, state, messageId, ...}
+let turn = null; // the reply in flight: {item, userEl, reply (a LiveReply), state, messageId, ...}
 let outbox = null; // the one message waiting to be sent: {content, model, stream, userEl}
 let stick = true;
 const replies = new Replies(); // the seqs of the replies in flight on this page
@@ -36,8 +44,14 @@ const connection = new Connection(wsUrl, { onFrame: received, onState: showConne
 let sessionUrl = main.dataset.sessionUrl || null;
 const sidebar = new Sidebar(main, {
   isBusy: (id) => turn !== null && Number(id) === conversation,
-  onDeleted: (id) => { if (id === conversation) startOver(); },
+  stopReply,
+  onDeleted: (id, title) => {
+    const current = id === conversation;
+    if (current) startOver();
+    say(`Deleted “${title}”.${current ? " Started a new chat." : ""}`);
+  },
 });
+let turnEnded = []; // resolvers waiting for the reply in flight to end (stopReply)
 
 // --- the transcript ----------------------------------------------------------------------
 
@@ -48,19 +62,19 @@ function element(tag, className, text) {
   return node;
 }
 
-function addMessage(role) {
-  const article = element("article", `message ${role}`);
-  article.append(element("h3", "visually-hidden", role === "user" ? "You" : "Assistant"));
-  const bubble = element("div", "bubble");
-  article.append(bubble);
+function addMessage(article) {
   welcome.hidden = true;
   transcript.append(article);
   return article;
 }
 
+let messageCount = 0;
+
 function addUserMessage(content) {
-  const article = addMessage("user");
-  article.querySelector(".bubble").append(element("div", "content text", content));
+  const article = addMessage(clone("user-template"));
+  const text = article.querySelector(".content");
+  text.textContent = content;
+  text.id = `sent-${(messageCount += 1)}`; // a Retry button's description
   follow();
   return article;
 }
@@ -73,17 +87,17 @@ function setNote(article, text) {
 }
 
 function addReply() {
-  const article = addMessage("assistant");
-  article.dataset.status = "streaming";
-  article.setAttribute("aria-busy", "true");
-  const content = element("div", "content text streaming");
-  const text = document.createTextNode("");
-  const caret = element("span", "caret");
-  caret.setAttribute("aria-hidden", "true");
-  content.append(text, caret);
-  article.querySelector(".bubble").append(content);
+  const reply = new LiveReply(addMessage(clone("reply-template")), { onGrow: follow });
   follow();
-  return { article, content, text, caret };
+  return reply;
+}
+
+// Say something to everyone: a visible notice, announced by screen readers (role=status).
+function say(text) {
+  toast.textContent = text;
+  toast.classList.add("shown");
+  clearTimeout(say.timer);
+  say.timer = setTimeout(() => { toast.classList.remove("shown"); toast.textContent = ""; }, TOAST_MS);
 }
 
 function follow() {
@@ -104,11 +118,9 @@ jump.addEventListener("click", () => {
 
 // Mark a reply as ended: a status mark, an optional message, and a retry for the person.
 function endReply(reply, status, message, item) {
-  reply.caret?.remove();
+  reply.end();
   reply.article.dataset.status = status;
-  reply.article.removeAttribute("aria-busy");
-  reply.content.classList.remove("streaming");
-  const bubble = reply.article.querySelector(".bubble");
+  const bubble = reply.bubble;
   bubble.querySelector(".mark")?.remove();
   if (status === "completed") return;
   const mark = element("p", `mark ${status}`);
@@ -117,7 +129,7 @@ function endReply(reply, status, message, item) {
   if (item) {
     const retry = element("button", "button small retry", "Retry");
     retry.type = "button";
-    retry.setAttribute("aria-label", `Retry: ${titleFrom(item.content)}`);
+    if (item.userEl) retry.setAttribute("aria-describedby", item.userEl.querySelector(".content").id);
     retry.addEventListener("click", () => {
       queue(item.content, item.model, item.stream);
       prompt.focus(); // the button stays with the failed reply; the next step happens in the composer
@@ -166,7 +178,7 @@ function pump() {
       outbox = null;
       setNote(item.userEl, "");
       turn = { item, userEl: item.userEl, state: "waiting", reply: addReply(), messageId: null,
-               firstAt: null, error: null, stopTimer: null };
+               error: null, stopTimer: null };
     }
   }
   if (outbox !== null) {
@@ -189,11 +201,47 @@ function updateControls() {
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const content = prompt.value;
-  if (!content.trim()) return prompt.focus();
-  if (queue(content, modelSelect.value, streamToggle.checked)) prompt.value = "";
+  if (!content.trim()) return prompt.focus(); // an empty box sends nothing, and says nothing
+  if (content.length > MAX_CHARS) {
+    // Refused here, before it enters the transcript: the server would refuse it too.
+    promptError.textContent = `Too long to send: ${content.length.toLocaleString("en")} characters; ` +
+      `the limit is ${MAX_CHARS.toLocaleString("en")}.`;
+    promptError.hidden = false;
+    return prompt.focus();
+  }
+  if (queue(content, modelSelect.value, streamToggle.checked)) {
+    prompt.value = "";
+    showCount();
+  }
   stick = true;
   follow();
 });
+
+// Show the length against the limit once it is near, and say at once when it is past.
+function showCount() {
+  const length = prompt.value.length;
+  counter.hidden = length < MAX_CHARS * COUNT_FROM;
+  counter.textContent = `${length.toLocaleString("en")} / ${MAX_CHARS.toLocaleString("en")} characters`;
+  counter.classList.toggle("over", length > MAX_CHARS);
+  if (length <= MAX_CHARS) promptError.hidden = true;
+}
+prompt.addEventListener("input", showCount);
+
+// The model and the stream toggle are remembered for the next visit (a saved conversation keeps its model).
+function remember() {
+  try {
+    const model = localStorage.getItem(SAVED.model);
+    if (conversation === null && [...modelSelect.options].some((option) => option.value === model)) {
+      modelSelect.value = model;
+    }
+    const stream = localStorage.getItem(SAVED.stream);
+    if (stream !== null) streamToggle.checked = stream === "1";
+    modelSelect.addEventListener("change", () => localStorage.setItem(SAVED.model, modelSelect.value));
+    streamToggle.addEventListener("change", () => localStorage.setItem(SAVED.stream, streamToggle.checked ? "1" : "0"));
+  } catch (err) {
+    console.warn("chat: choices are not remembered (no localStorage)", err);
+  }
+}
 
 prompt.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -214,7 +262,7 @@ function stop() {
   if (turn === null || turn.state === "stopping") return;
   connection.send(turn.messageId === null ? { type: "stop" } : { type: "stop", message: turn.messageId });
   turn.state = "stopping";
-  turn.reply.caret.remove();
+  turn.reply.freeze();
   setStatusText(turn.reply, "Stopping…");
   const stopping = turn;
   turn.stopTimer = setTimeout(() => {
@@ -230,11 +278,27 @@ function setStatusText(reply, text) {
   mark.textContent = text;
 }
 
-// End the turn without a `done` (the socket closed, or the server never answered a stop).
-function finishLocally(status, message) {
+// Stop the reply in flight (if any); resolve once it has ended.
+function stopReply() {
+  if (turn === null) return Promise.resolve();
+  const ended = new Promise((resolve) => turnEnded.push(resolve));
+  stop();
+  return ended;
+}
+
+// Forget the reply in flight; return it.
+function endTurn() {
   const ended = turn;
   clearTimeout(ended.stopTimer);
   turn = null;
+  for (const resolve of turnEnded) resolve();
+  turnEnded = [];
+  return ended;
+}
+
+// End the turn without a `done` (the socket closed, or the server never answered a stop).
+function finishLocally(status, message) {
+  const ended = endTurn();
   endReply(ended.reply, status, message, ended.item);
   pump();
 }
@@ -255,15 +319,14 @@ function started(frame) {
   turn.messageId = frame.message;
   replies.track(frame.message);
   turn.reply.article.dataset.id = frame.message;
-  turn.startedAt = performance.now();
   if (turn.state === "waiting") turn.state = "streaming";
   if (conversation !== frame.conversation) {
     conversation = frame.conversation;
     main.dataset.conversation = conversation;
-    sidebar.add(conversation, titleFrom(turn.item.content));
+    sidebar.add(conversation, frame.title); // the server's title (Conversation.title_from)
     const url = main.dataset.conversationUrl.replace("/0/", `/${conversation}/`);
     history.replaceState(null, "", url);
-    document.title = `${titleFrom(turn.item.content)} · chatsite`;
+    document.title = `${frame.title} · chatsite`;
   } else {
     sidebar.touch(conversation);
   }
@@ -274,16 +337,14 @@ function delta(frame) {
   const text = replies.delta(frame);
   if (text === null) return resume(); // a frame went missing: ask for the rest
   if (turn.state === "stopping" || !text) return;
-  if (turn.firstAt === null) turn.firstAt = performance.now();
-  turn.reply.text.appendData(text);
-  follow();
+  turn.reply.append(text);
 }
 
 // A reply in flight, from the seq this page has: the one it waits for, or one another tab started.
 function caughtUp(frame) {
   if (turn === null) {
     turn = { item: null, model: frame.model, userEl: null, state: "streaming", reply: adoptReply(frame.message),
-             messageId: frame.message, firstAt: null, error: null, stopTimer: null };
+             messageId: frame.message, error: null, stopTimer: null };
   } else if (turn.messageId === null) {
     turn.messageId = frame.message; // the `send` whose `start` the lost connection took with it
     turn.reply.article.dataset.id = frame.message;
@@ -300,9 +361,7 @@ function caughtUp(frame) {
   const text = replies.catchup(frame);
   if (text === null) return resume();
   if (turn.state === "stopping" || !text) return updateControls();
-  if (turn.firstAt === null) turn.firstAt = performance.now();
-  turn.reply.text.appendData(text);
-  follow();
+  turn.reply.append(text);
   updateControls();
 }
 
@@ -329,14 +388,10 @@ function adoptReply(message) {
   article.dataset.status = "streaming";
   article.setAttribute("aria-busy", "true");
   article.querySelector(".mark")?.remove();
-  let content = article.querySelector(".content");
-  content.className = "content text streaming";
-  content.textContent = "";
-  const text = document.createTextNode("");
-  const caret = element("span", "caret");
-  caret.setAttribute("aria-hidden", "true");
-  content.append(text, caret);
-  return { article, content, text, caret };
+  article.querySelector(".figures")?.remove();
+  // What the server rendered of it stays on screen until the caught-up text is rendered over it.
+  article.querySelector(".content").className = "content markdown streaming";
+  return new LiveReply(article, { onGrow: follow });
 }
 
 // Ask the server for the replies in flight in this conversation, from the seq this page has of each.
@@ -351,26 +406,13 @@ function done(frame) {
   if (turn === null && replies.seen.has(frame.message)) {
     // A reply this page showed as streaming ended while it was away: show it as stored.
     turn = { item: null, model: "", userEl: null, state: "streaming", reply: adoptReply(frame.message),
-             messageId: frame.message, firstAt: null, error: null, stopTimer: null };
+             messageId: frame.message, error: null, stopTimer: null };
   }
   if (turn === null || frame.message !== turn.messageId) return;
-  const ended = turn;
-  clearTimeout(ended.stopTimer);
-  turn = null;
+  const ended = endTurn();
   replies.forget(frame.message);
   const reply = ended.reply;
-  reply.content.className = "content markdown";
-  if (frame.html) {
-    reply.content.innerHTML = frame.html; // rendered and sanitised by the server (chat.markdown)
-    decorateCode(reply.content);
-  } else {
-    reply.content.className = "content empty";
-    reply.content.textContent = frame.status === "failed" ? "No reply was received." : "No text was received.";
-  }
-  reply.caret = null;
-  const seconds = ended.firstAt === null ? 0 : (performance.now() - ended.firstAt) / 1000;
-  reply.article.querySelector(".bubble").querySelector(".figures")?.remove();
-  reply.article.querySelector(".bubble").append(figuresList(frame, ended.item?.model ?? ended.model ?? "", seconds));
+  reply.finish(frame);
   const message = frame.status === "failed" ? `Failed: ${ended.error?.message || "the reply could not be finished."}` : "";
   endReply(reply, frame.status, message, frame.status === "completed" ? null : ended.item);
   follow();
@@ -380,17 +422,17 @@ function done(frame) {
 function failed(frame) {
   if (turn !== null && turn.messageId === null && turn.state !== "stopping") {
     // Refused before it started: the server stored nothing for this send.
-    const ended = turn;
-    turn = null;
+    const ended = endTurn();
     if (frame.code === "not_found") startOver({ keepTranscript: true });
-    ended.reply.content.textContent = "";
     endReply(ended.reply, "failed", `Not sent: ${frame.message}`, ended.item);
     pump();
   } else if (turn !== null) {
     turn.error = frame; // `done` (status failed) follows and shows it
   } else {
-    const notice = addMessage("assistant");
-    notice.querySelector(".bubble").append(element("p", "mark failed", frame.message));
+    const notice = addMessage(clone("reply-template"));
+    notice.removeAttribute("aria-busy");
+    notice.dataset.status = "failed";
+    notice.querySelector(".bubble").replaceChildren(element("p", "mark failed", frame.message));
     notice.querySelector(".mark").setAttribute("role", "alert");
     follow();
   }
@@ -456,5 +498,7 @@ for (const article of transcript.querySelectorAll('.message.assistant[data-statu
 transcript.scrollTop = transcript.scrollHeight;
 if (sessionUrl === null) connection.connect();
 else showConnection("idle");
+remember();
+showCount();
 updateControls();
 prompt.focus();

@@ -1,12 +1,19 @@
-// A finished reply's extras: copy buttons on code blocks and the figures line.
+// A reply in the page: its Markdown rendered as it streams, its code blocks, its figures.
+//
+// While streaming, the text is rendered on animation frames by static/chat/markdown.js (sanitised);
+// at the end the server's HTML (`done.html`) replaces it block by block, and since both renderers
+// agree, the blocks already shown stay as they are: nothing jumps.
+
+import { blocks, parseTrusted } from "./markdown.js";
 
 const COPIED_MS = 1500;
+// A render may take at most 1/(1+RATIO) of the main thread: after one that took t ms, the next waits
+// RATIO × t (a long reply on a slow phone renders less often rather than freezing the page).
+const RENDER_RATIO = 3;
 
-// Return a cost in dollars with every significant digit ("0.0000156000" -> "$0.0000156").
-export function costLabel(cost) {
-  if (cost === null || cost === undefined) return "not priced";
-  const [whole, fraction = ""] = String(cost).split(".");
-  return `$${whole}.${fraction.replace(/0+$/, "").padEnd(2, "0")}`;
+// Return a copy of the server-rendered <template id=`id`>'s element (templates/chat/index.html).
+export function clone(id) {
+  return document.getElementById(id).content.firstElementChild.cloneNode(true);
 }
 
 async function copy(text) {
@@ -17,8 +24,7 @@ async function copy(text) {
   const area = document.createElement("textarea");
   area.value = text;
   area.setAttribute("readonly", "");
-  area.style.position = "fixed";
-  area.style.opacity = "0";
+  area.className = "offscreen";
   document.body.append(area);
   area.select();
   const ok = document.execCommand("copy");
@@ -26,56 +32,175 @@ async function copy(text) {
   if (!ok) throw new Error("copy refused");
 }
 
-// Give every code block in `root` a Copy button; let keyboards reach what scrolls sideways.
-export function decorateCode(root) {
-  // A code block or table wider than the bubble scrolls: it must take focus to scroll by keys.
-  root.querySelectorAll("pre, table").forEach((node) => node.setAttribute("tabindex", "0"));
-  root.querySelectorAll("pre").forEach((pre) => {
-    if (pre.parentElement.classList.contains("code-block")) return;
-    const wrapper = document.createElement("div");
-    wrapper.className = "code-block";
-    pre.replaceWith(wrapper);
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "button small copy";
-    button.textContent = "Copy";
-    button.setAttribute("aria-label", "Copy code");
-    button.addEventListener("click", async () => {
-      try {
-        await copy(pre.textContent);
-        button.textContent = "Copied";
-      } catch (err) {
-        console.error("chat: copy failed", err);
-        button.textContent = "Copy failed";
-      }
-      setTimeout(() => { button.textContent = "Copy"; }, COPIED_MS);
-    });
-    wrapper.append(button, pre);
+function copyButton(pre) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "button small copy";
+  button.textContent = "Copy";
+  button.setAttribute("aria-label", "Copy code");
+  button.addEventListener("click", async () => {
+    try {
+      await copy(pre.textContent);
+      button.textContent = "Copied";
+    } catch (err) {
+      console.error("chat: copy failed", err);
+      button.textContent = "Copy failed";
+    }
+    setTimeout(() => { button.textContent = "Copy"; }, COPIED_MS);
   });
+  return button;
 }
 
-function figure(list, term, value) {
-  const row = document.createElement("div");
-  const dt = document.createElement("dt");
-  const dd = document.createElement("dd");
-  dt.textContent = term;
-  dd.textContent = value;
-  row.append(dt, dd);
-  list.append(row);
+// Return a rendered top-level block ready for the page: code blocks get a Copy button, and what
+// scrolls sideways (code, tables) takes focus so that keys can scroll it.
+function decorate(node) {
+  if (node.nodeType !== Node.ELEMENT_NODE) return node;
+  node.querySelectorAll("table").forEach((table) => table.setAttribute("tabindex", "0"));
+  if (node.tagName === "TABLE") node.setAttribute("tabindex", "0");
+  if (node.tagName !== "PRE") return node;
+  node.setAttribute("tabindex", "0");
+  const wrapper = document.createElement("div");
+  wrapper.className = "code-block";
+  wrapper.append(copyButton(node), node);
+  return wrapper;
 }
 
-// Return the figures of a `done` frame: model, first token, tokens, speed and cost.
-export function figuresList(done, model, streamingSeconds) {
-  const list = document.createElement("dl");
-  list.className = "figures";
-  const usage = done.usage || { prompt_tokens: 0, completion_tokens: 0, estimated: false };
-  figure(list, "Model", model);
-  if (done.ttft_ms !== null && done.ttft_ms !== undefined) figure(list, "First token", `${done.ttft_ms} ms`);
-  const approx = usage.estimated ? "≈" : "";
-  figure(list, "Tokens", `${approx}${usage.prompt_tokens} in · ${usage.completion_tokens} out`);
-  if (usage.completion_tokens > 1 && streamingSeconds > 0.05) {
-    figure(list, "Speed", `${(usage.completion_tokens / streamingSeconds).toFixed(1)} tok/s`);
+// Decorate the blocks of a reply the server rendered into the page.
+export function decorateCode(root) {
+  for (const node of [...root.children]) {
+    if (!node.classList.contains("code-block")) node.replaceWith(decorate(node));
   }
-  figure(list, "Cost", costLabel(done.cost_usd));
+}
+
+const shownAs = new WeakMap(); // a block in the page -> {key, html} it was rendered from
+
+function elements(fragment) {
+  return [...fragment.children]; // the whitespace between blocks shows nothing
+}
+
+// Show `items` in `content` ({key or html, nodes()} each, compared on `field`), keeping the blocks
+// already shown up to the first that changed: what is on screen stays put.
+function update(content, items, field) {
+  const shown = [...content.children];
+  let same = 0;
+  while (same < items.length && same < shown.length && shownAs.get(shown[same])?.[field] === items[same][field]) {
+    same += 1;
+  }
+  for (const node of shown.slice(same)) node.remove();
+  for (const item of items.slice(same)) {
+    for (const node of item.nodes()) {
+      const html = node.outerHTML;
+      const placed = decorate(node);
+      shownAs.set(placed, { key: item.key, html });
+      content.append(placed);
+    }
+  }
+}
+
+// Show Markdown `text`, rendering only the blocks whose source changed.
+function showMarkdown(content, text) {
+  update(content, blocks(text).map((block) => ({ key: block.key, nodes: () => elements(block.render()) })), "key");
+}
+
+// Show the server's HTML; blocks the page rendered alike stay as they are.
+function showServerHtml(content, html) {
+  update(content, elements(parseTrusted(html)).map((node) => ({ html: node.outerHTML, nodes: () => [node] })), "html");
+}
+
+// Put the caret at the end of the text: in the deepest last block (a list item, a code line).
+function placeCaret(content, caret) {
+  let target = content;
+  while (target.lastElementChild && !["HR", "BR"].includes(target.lastElementChild.tagName)) {
+    target = target.lastElementChild;
+  }
+  target.append(caret);
+}
+
+export class LiveReply {
+  // `article` is a clone of the reply template; `onGrow` is called after each render.
+  constructor(article, { onGrow }) {
+    this.article = article;
+    this.bubble = article.querySelector(".bubble");
+    this.content = article.querySelector(".content");
+    this.typing = article.querySelector(".typing");
+    this.caret = document.createElement("span");
+    this.caret.className = "caret";
+    this.caret.setAttribute("aria-hidden", "true");
+    this.onGrow = onGrow;
+    this.text = "";
+    this.pending = false;
+    this.nextAt = 0;
+    this.ended = false; // no more renders from the text, no caret: stopped, or ended
+    this.ratio = RENDER_RATIO;
+    this.renders = 0; // counted for bench/markdown_stream.py
+    this.renderMs = 0;
+  }
+
+  // Add streamed text; it shows on the next animation frame.
+  append(text) {
+    this.text += text;
+    if (this.pending || this.ended) return;
+    this.pending = true;
+    const frame = () => requestAnimationFrame(() => this.render());
+    const wait = this.nextAt - performance.now();
+    if (wait > 0) setTimeout(frame, wait);
+    else frame();
+  }
+
+  render() {
+    this.pending = false;
+    if (this.ended) return;
+    const started = performance.now();
+    this.caret.remove();
+    showMarkdown(this.content, this.text);
+    if (this.text) this.typing?.remove();
+    placeCaret(this.content, this.caret);
+    const took = performance.now() - started;
+    this.renders += 1;
+    this.renderMs += took;
+    this.nextAt = started + took * (1 + this.ratio);
+    this.onGrow();
+  }
+
+  // Freeze the reply as it is on screen (the person pressed Stop): no caret, no typing, no more text.
+  freeze() {
+    if (!this.ended && this.text) this.render(); // what arrived before the stop, not yet drawn
+    this.ended = true;
+    this.caret.remove();
+    this.typing?.remove();
+  }
+
+  // End the reply with the text that arrived, rendered here (no `done` came: the socket closed).
+  end() {
+    this.freeze();
+    this.article.removeAttribute("aria-busy");
+    this.content.classList.remove("streaming");
+    if (!this.text && !this.content.hasChildNodes()) this.content.remove();
+  }
+
+  // End the reply with the server's `done`: its HTML, or a word on why there is none, and its figures.
+  finish(done) {
+    this.ended = true; // the server's HTML takes the place of the text: no last render of it here
+    this.end();
+    if (done.html) {
+      if (!this.content.isConnected) this.bubble.prepend(this.content);
+      showServerHtml(this.content, done.html); // rendered and sanitised by the server (chat.markdown)
+    } else {
+      this.content = this.bubble.querySelector(".content") || this.bubble.insertAdjacentElement("afterbegin", document.createElement("div"));
+      this.content.className = "content empty";
+      this.content.textContent = done.status === "failed" ? "No reply was received." : "No text was received.";
+    }
+    if (done.figures) this.bubble.append(figuresList(done.figures));
+  }
+}
+
+// Return the figures line for `figures` (chat.figures): the template's rows, each filled or left out.
+export function figuresList(figures) {
+  const list = clone("figures-template");
+  for (const row of [...list.querySelectorAll("[data-figure]")]) {
+    const value = figures[row.dataset.figure];
+    if (value) row.querySelector("dd").textContent = value;
+    else row.remove();
+  }
   return list;
 }

@@ -1,7 +1,7 @@
 // The conversation list: the phone menu, new entries, rename and delete.
 
-const TITLE_LENGTH = 80;
 const DRAWER_MAX_PX = 760; // chat.css: below this width the list is a drawer
+const CONFIRM_MS = 4000; // how long a first press on Delete waits for the second
 
 function csrfToken() {
   return document.querySelector('meta[name="csrf-token"]').content;
@@ -21,17 +21,8 @@ async function post(url, body) {
   return data;
 }
 
-// The title the server gives a conversation from its first message (Conversation.title_from).
-export function titleFrom(text) {
-  const line = text.split(/\s+/).filter(Boolean).join(" ");
-  if (line.length <= TITLE_LENGTH) return line;
-  const cut = line.slice(0, TITLE_LENGTH - 1);
-  const space = cut.lastIndexOf(" ");
-  return (space > 0 ? cut.slice(0, space) : cut) + "…";
-}
-
 export class Sidebar {
-  constructor(main, { isBusy, onDeleted }) {
+  constructor(main, { isBusy, stopReply, onDeleted }) {
     this.list = document.getElementById("conversations");
     this.empty = document.getElementById("empty-list");
     this.nav = document.getElementById("sidebar");
@@ -42,6 +33,7 @@ export class Sidebar {
       conversation: main.dataset.conversationUrl,
     };
     this.isBusy = isBusy;
+    this.stopReply = stopReply;
     this.onDeleted = onDeleted;
     // While the drawer is open on a phone, the page behind it is inert: Tab stays in the drawer
     // and nothing focusable hides under it (WCAG 2.2 "focus not obscured").
@@ -102,27 +94,12 @@ export class Sidebar {
       item.classList.remove("current");
       item.querySelector("a").removeAttribute("aria-current");
     });
-    const item = document.createElement("li");
-    item.className = "conversation current";
+    const item = document.getElementById("conversation-template").content.firstElementChild.cloneNode(true);
+    item.classList.add("current");
     item.dataset.id = id;
-    const link = document.createElement("a");
-    link.className = "conversation-link";
+    const link = item.querySelector(".conversation-link");
     link.href = this.url("conversation", id);
     link.setAttribute("aria-current", "page");
-    const actions = document.createElement("span");
-    actions.className = "conversation-actions";
-    for (const [kind, glyph, label] of [["rename", "✎", "Rename"], ["delete", "✕", "Delete"]]) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = `icon-button ${kind}`;
-      button.title = label;
-      const icon = document.createElement("span");
-      icon.setAttribute("aria-hidden", "true");
-      icon.textContent = glyph;
-      button.append(icon);
-      actions.append(button);
-    }
-    item.append(link, actions);
     this.setTitle(item, title);
     this.list.prepend(item);
     this.empty.hidden = true;
@@ -160,7 +137,6 @@ export class Sidebar {
     form.className = "rename-form";
     const input = document.createElement("input");
     input.type = "text";
-    input.maxLength = TITLE_LENGTH;
     input.value = link.textContent;
     input.setAttribute("aria-label", "New title");
     form.append(input);
@@ -201,28 +177,34 @@ export class Sidebar {
     });
   }
 
-  // Delete on a second click within a few seconds, so one slip loses nothing.
+  // Delete on a second click within a few seconds, so one slip loses nothing. A reply still
+  // streaming into the conversation is stopped first (its record is written), then it is deleted.
   async confirmDelete(item, button) {
     const id = item.dataset.id;
-    if (this.isBusy(id)) {
-      button.setAttribute("aria-label", "Stop the reply before deleting this conversation");
-      return;
-    }
+    const icon = button.querySelector("span");
     if (!button.classList.contains("confirm")) {
+      const busy = this.isBusy(id);
       button.classList.add("confirm");
       button.dataset.label = button.getAttribute("aria-label");
-      button.setAttribute("aria-label", "Press again to delete");
-      button.querySelector("span").textContent = "Delete?";
-      setTimeout(() => {
+      button.setAttribute("aria-label", busy ? "Press again to stop the reply and delete" : "Press again to delete");
+      icon.textContent = busy ? "Stop & delete?" : "Delete?";
+      button.resetTimer = setTimeout(() => {
         button.classList.remove("confirm");
         button.setAttribute("aria-label", button.dataset.label);
-        button.querySelector("span").textContent = "✕";
-      }, 4000);
+        icon.textContent = "✕";
+      }, CONFIRM_MS);
       return;
     }
+    clearTimeout(button.resetTimer);
+    const title = item.querySelector(".conversation-link").textContent;
+    icon.textContent = "Deleting…";
     try {
+      if (this.isBusy(id)) await this.stopReply();
       await post(this.url("delete", id), {});
     } catch (err) {
+      icon.textContent = "✕";
+      button.classList.remove("confirm");
+      button.setAttribute("aria-label", button.dataset.label);
       window.alert(err.message);
       return;
     }
@@ -230,6 +212,6 @@ export class Sidebar {
     item.remove();
     this.empty.hidden = this.list.children.length > 0;
     (next?.querySelector("a") || document.getElementById("new-chat")).focus();
-    this.onDeleted(Number(id));
+    this.onDeleted(Number(id), title);
   }
 }

@@ -56,7 +56,7 @@ def test_it_is_linked_from_the_chat_page_for_a_signed_in_person(alice):
 
 
 def test_it_respects_chat_show_usage(alice, settings):
-    settings.CHAT_SHOW_USAGE = False
+    settings.CHAT_SHOW_USAGE = "none"
     client = logged_in(alice)
     assert client.get(URL).status_code == 404
     assert 'href="/usage/"' not in client.get("/").content.decode()

@@ -26,10 +26,13 @@ FAST = "mock/gpt-4.1-mini"
 SLOW = "mock/slow+ttft=100+gap=50+tokens=160"
 MARKDOWN = "mock/x+reply=markdown+gap=40"
 XSS = "mock/x+reply=xss+gap=0"  # no gap: whole tags arrive inside one frame
+HOSTILE = "mock/x+reply=hostile+gap=25"  # tags and links split over many frames while it streams
+XSS_STREAMED = "mock/x+reply=xss+gap=25"
 FAULT = "mock/x+fault=400"
 RESUME = "mock/resume+ttft=50+gap=25+tokens=120"  # three seconds of reply: long enough to reload in
 LONG = "mock/long+ttft=50+gap=25+tokens=400"  # outlasts the grace period
-MODELS = [FAST, SLOW, MARKDOWN, XSS, FAULT, RESUME, LONG]
+PONDERING = "mock/x+ttft=1500+gap=10+tokens=20"  # a long wait for the first token
+MODELS = [FAST, SLOW, MARKDOWN, XSS, FAULT, RESUME, LONG, HOSTILE, XSS_STREAMED, PONDERING]
 GRACE_S = 4  # CHAT_RESUME_GRACE_S of the live server: outlasts a two-second outage, short for the suite
 TIMEOUT_MS = 30_000  # the machine is shared and slow: wait generously, assert on outcomes
 expect.set_options(timeout=TIMEOUT_MS)

@@ -275,3 +275,31 @@ async def test_it_gives_a_signed_in_user_their_own_conversations(transactional_d
     assert stored.user_id == alice.pk and stored.visitor == ""
     record = await UsageRecord.objects.aget()
     assert record.user_id == alice.pk
+
+
+async def test_it_names_the_new_conversation_in_start_and_sends_the_figures_in_done(alice_session):
+    ws = await connect(alice_session)
+    await ws.send_json_to({"type": "send", "content": "  A   title\nfrom the first message "})
+    frames = await receive_until_done(ws)
+    await ws.disconnect()
+    assert frames[0]["title"] == "A title from the first message"
+    done = frames[-1]
+    record = await UsageRecord.objects.aget(message_id=done["message"])
+    assert done["figures"]["model"] == "demo/assistant" and done["figures"]["ttft"] == f"{record.ttft_ms} ms"
+    assert done["figures"]["tokens"] == f"{record.prompt_tokens} in · {record.completion_tokens} out"
+    assert done["figures"]["cost"] == "not priced"  # the demo model has no price
+
+
+async def test_it_sends_no_usage_or_cost_to_whom_chat_show_usage_hides_them(transactional_db, settings):
+    settings.CHAT_SHOW_USAGE = "staff"
+    for name, staff in (("grace", False), ("heidi", True)):
+        user, key = await sync_to_async(signed_in)(name)
+        user.is_staff = staff
+        await user.asave(update_fields=["is_staff"])
+        ws = await connect(key)
+        await ws.send_json_to({"type": "send", "content": "what did that cost?"})
+        done = (await receive_until_done(ws))[-1]
+        await ws.disconnect()
+        assert ("usage" in done and "cost_usd" in done) is staff
+        assert {"tokens", "speed", "cost"} <= done["figures"].keys() if staff else done["figures"].keys() == {"model", "ttft"}
+        assert await UsageRecord.objects.filter(user=user, status="completed").acount() == 1  # billed all the same

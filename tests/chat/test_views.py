@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from billing.models import UsageRecord
 from chat.models import Conversation, Message
-from chat.views import cost_label
 from chat.visitors import visitor_hash
 
 pytestmark = pytest.mark.django_db
@@ -152,7 +151,7 @@ def test_it_shows_a_stopped_reply_as_stopped_and_one_in_flight_as_streaming(alic
     assert "<p>Half a rep</p>" in page
     # The page resumes a reply still in flight (chat.js): it is shown streaming, not stopped.
     assert f'data-id="{streaming.pk}" data-status="streaming"' in page
-    assert '<div class="content text streaming"></div>' in page
+    assert '<div class="content markdown streaming"></div>' in page
 
 
 def test_it_keeps_the_page_get_to_a_few_queries(alice):
@@ -243,12 +242,34 @@ def test_it_enforces_csrf():
     assert not Conversation.objects.filter(pk=chat.pk).exists()
 
 
-def test_it_shows_tiny_costs_with_every_digit():
-    assert cost_label(Decimal("0.0000156000")) == "$0.0000156"
-    assert cost_label(Decimal("0.0000000001")) == "$0.0000000001"
-    assert cost_label(Decimal("1.5000000000")) == "$1.50"
-    assert cost_label(Decimal("0E-10")) == "$0.00"
-    assert cost_label(None) == "not priced"
+@pytest.mark.parametrize("mode, staff, shown", [("all", False, True), ("staff", False, False), ("staff", True, True),
+                                               ("none", True, False)])
+def test_it_shows_token_counts_and_cost_only_to_whom_chat_show_usage_says(client, settings, mode, staff, shown):
+    settings.CHAT_SHOW_USAGE = mode
+    dana = User.objects.create_user("dana", password="pw", is_staff=staff)
+    client.force_login(dana)
+    chat = Conversation.objects.create(user=dana, title="Usage", model="demo/assistant")
+    reply = Message.objects.create(conversation=chat, role="assistant", content="Hi")
+    now = timezone.now()
+    UsageRecord.objects.create(
+        conversation=chat, message=reply, model="demo/assistant", status="completed", prompt_tokens=12,
+        completion_tokens=7, cost_usd=Decimal("0.0000156000"), ttft_ms=230, duration_ms=930, started=now, finished=now,
+    )
+    page = client.get(f"/c/{chat.pk}/").content.decode()
+    transcript = page.split('id="transcript"', 1)[1].split("<template", 1)[0]
+    assert "230 ms" in transcript  # the first-token time is not usage: everyone sees it
+    for figure in ("12 in · 7 out", "$0.0000156", "tok/s"):
+        assert (figure in transcript) is shown, figure
+
+
+def test_it_renders_the_templates_the_page_clones(alice):
+    page = alice.get("/").content.decode()
+    for template in ("user-template", "reply-template", "figures-template", "conversation-template"):
+        assert f'<template id="{template}">' in page
+    reply = page.split('<template id="reply-template">', 1)[1].split("</template>", 1)[0]
+    assert 'class="message assistant"' in reply and 'aria-busy="true"' in reply and 'class="typing"' in reply
+    item = page.split('<template id="conversation-template">', 1)[1].split("</template>", 1)[0]
+    assert 'href="/c/0/"' in item and 'class="icon-button rename"' in item
 
 
 @pytest.mark.parametrize("chosen", ["²", "٣x", "-1", "1e3", "9" * 30])

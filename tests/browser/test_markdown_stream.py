@@ -1,0 +1,124 @@
+"""A reply's Markdown rendered while it streams: safe, the same as the server's at the end, with no jump."""
+
+import pytest
+from playwright.sync_api import expect
+
+from chat import markdown
+from chat.mock_upstream import CANNED
+from tests.browser.conftest import HOSTILE, MARKDOWN, XSS_STREAMED, last_reply, send, wait_for_reply
+
+pytestmark = pytest.mark.browser
+
+LIVE = ".message.assistant[aria-busy='true']"  # the reply still streaming
+
+# Markdown the page and the server must render alike (and the canned replies).
+SAMPLES = [
+    *CANNED.values(),
+    "## Two\n\n### Three\n\n#### Four\n\n1. one\n2. two\n\n3) three\n\n> quoted *text* and **bold**\n\n---\n\nend",
+    "A hard  \nbreak, `code`, ~~struck~~, [rel](/c/1/ \"a title\"), <mailto:a@example.com>, &amp; &copy; &#x27;",
+    "- loose\n\n- list\n  - nested\n\n5. starts\n6. at five\n\n    indented code\n\n| a | b | c |\n|:-|:-:|-:|\n| 1 | 2 | 3 |",
+    "```\nan unclosed fence\n",
+    "* [ ] not a task list\n\nText with a trailing backslash\\",
+]
+
+SAME_AS_SERVER = """async ([text, html]) => {
+  const { render, parseTrusted } = await import("/static/chat/markdown.js");
+  const wrap = (fragment) => { const div = document.createElement("div"); div.append(fragment); return div; };
+  const mine = wrap(render(text)), theirs = wrap(parseTrusted(html));
+  return mine.isEqualNode(theirs) ? null : [mine.innerHTML, theirs.innerHTML];
+}"""
+
+
+def test_it_renders_markdown_as_the_server_does(page):
+    for text in SAMPLES:
+        difference = page.evaluate(SAME_AS_SERVER, [text, markdown.render(text)])
+        assert difference is None, f"the page and the server render {text!r} differently:\n{difference}"
+
+
+BLOCKWISE = """async (texts) => {
+  const { render, blocks } = await import("/static/chat/markdown.js");
+  const html = (fragment) => { const div = document.createElement("div"); div.append(fragment); return div; };
+  const differ = [];
+  for (const text of texts) {
+    const whole = html(render(text));
+    const joined = document.createElement("div");
+    for (const block of blocks(text)) joined.append(block.render());
+    if (!joined.isEqualNode(whole)) differ.push([text, joined.innerHTML, whole.innerHTML]);
+  }
+  return differ;
+}"""
+
+
+def test_it_renders_a_growing_reply_block_by_block_as_it_would_whole(page):
+    # Every prefix of each sample, as a streaming reply passes through them.
+    prefixes = [text[:end] for text in SAMPLES for end in range(1, len(text) + 1, 3)]
+    assert page.evaluate(BLOCKWISE, prefixes) == []
+
+
+def test_it_renders_markdown_while_the_reply_streams_and_nothing_jumps_at_the_end(page):
+    send(page, "Show me some markdown", MARKDOWN)
+    # Each block is seen rendered while the reply is still streaming.
+    page.wait_for_selector(f"{LIVE} .markdown h1")
+    page.wait_for_selector(f"{LIVE} .markdown ul li")
+    page.wait_for_selector(f"{LIVE} .markdown .code-block pre code")  # a fence still open is code already
+    expect(page.locator(f"{LIVE} .markdown h1")).to_have_text("A heading")
+    expect(page.locator(f"{LIVE} .caret")).to_have_count(1)
+    expect(page.locator(f"{LIVE} .markdown")).not_to_contain_text("```")
+    expect(page.locator(f"{LIVE} .markdown")).not_to_contain_text("# A heading")
+    # Keep hold of the blocks shown so far, and where they are.
+    before = page.evaluate("""() => {
+      const content = document.querySelector(".message.assistant .markdown");
+      window.shownBlocks = [...content.children].slice(0, 3);
+      return window.shownBlocks.map((node) => node.getBoundingClientRect().top - content.getBoundingClientRect().top);
+    }""")
+    reply = wait_for_reply(page)
+    after = page.evaluate("""() => {
+      const content = document.querySelector(".message.assistant .markdown");
+      return window.shownBlocks.map((node) => node.isConnected
+        ? node.getBoundingClientRect().top - content.getBoundingClientRect().top : null);
+    }""")
+    assert after == before, "blocks shown while streaming were replaced or moved when the reply ended"
+    expect(reply.locator(".markdown h1")).to_have_text("A heading")
+    expect(reply.locator(".markdown li")).to_have_count(3)
+    expect(reply.locator(".markdown pre code")).to_contain_text("def greet(name):")
+    expect(reply.locator(".markdown td.align-right").first).to_have_text("1")
+    expect(reply.get_by_role("button", name="Copy code")).to_have_count(1)
+    expect(reply.locator(".caret, .typing")).to_have_count(0)
+
+
+WATCH = """() => {
+  window.hostile = [];
+  const check = (node) => {
+    if (node.nodeType !== 1) return;
+    for (const el of [node, ...node.querySelectorAll("*")]) {
+      if (["IMG", "SCRIPT", "IFRAME", "SVG", "svg", "OBJECT", "EMBED"].includes(el.tagName)) window.hostile.push(el.outerHTML);
+      for (const attr of el.attributes) {
+        if (attr.name.startsWith("on") || /^\\s*(javascript|data):/i.test(attr.value)) window.hostile.push(el.outerHTML);
+      }
+    }
+  };
+  new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach(check)))
+    .observe(document.getElementById("transcript"), { childList: true, subtree: true });
+}"""
+
+
+@pytest.mark.parametrize("model", [HOSTILE, XSS_STREAMED], ids=["hostile", "xss"])
+def test_it_keeps_hostile_markdown_inert_while_it_streams(page, model):
+    page.evaluate(WATCH)
+    send(page, "Say something dangerous", model)
+    page.wait_for_selector(f"{LIVE} .markdown p")
+    renders = 0
+    while page.locator(LIVE).count():  # look at it frame after frame while it streams
+        renders += 1
+        page.wait_for_timeout(30)
+    reply = wait_for_reply(page)
+    assert renders > 3, "the reply ended before it could be watched streaming"
+    assert page.evaluate("() => window.hostile") == []
+    assert page.dialogs == []
+    links = reply.locator("a")
+    for index in range(links.count()):
+        assert links.nth(index).get_attribute("href").startswith(("https://", "http://", "/", "mailto:"))
+    if model == HOSTILE:
+        expect(reply.get_by_role("link", name="a fine link")).to_have_attribute("rel", "noopener noreferrer nofollow")
+        expect(reply.locator(".markdown")).to_contain_text('<a href="javascript:alert(1)" onclick="alert(1)">')
+    assert last_reply(page).get_attribute("data-status") == "completed"

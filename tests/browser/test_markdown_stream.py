@@ -4,7 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from chat import markdown
-from chat.mock_upstream import CANNED
+from chat.mock_upstream.plan import CANNED
 from tests.browser.conftest import HOSTILE, MARKDOWN, XSS_STREAMED, last_reply, send, wait_for_reply
 
 pytestmark = pytest.mark.browser

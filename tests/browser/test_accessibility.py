@@ -4,6 +4,8 @@ Each test fails on any serious or critical axe violation; an exception is named 
 with its reason. Every browser test (the `page` fixture) also fails on a CSP violation.
 """
 
+import re
+
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from playwright.sync_api import expect
@@ -111,4 +113,18 @@ def test_it_has_no_serious_violations_in_the_admin_usage_list_and_dashboard(cont
     expect(page.locator("svg.chart").first).to_be_visible()
     assert page.locator("svg.chart").first.bounding_box()["width"] > 300, "the dashboard's charts lost their styles"
     assert_accessible(page, "the admin's billing dashboard")
+    assert_clean(page)
+
+
+def test_it_has_no_serious_violations_on_the_login_page(context, chat_server):
+    # (The signup page is closed on the live server: CHAT_ALLOW_SIGNUP is off by default.)
+    page = watched(context.new_page())
+    page.goto(chat_server.url + "/login/")
+    assert page.request.get(page.url).headers["content-security-policy"] == POLICY
+    assert_accessible(page, "the login page")
+    page.get_by_label("Username").fill("nobody")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("form")).to_contain_text(re.compile("correct|invalid|enter", re.I))
+    assert_accessible(page, "the login page with an error")
     assert_clean(page)

@@ -116,11 +116,14 @@ async def main():
         mock_base = f"http://127.0.0.1:{mock_port}/v1"
         relays.append(start_litellm(workdir, mock_base, log))
         model = model_name(args.gap_ms, args.tokens)
-        relays += start_chatsite(workdir, mock_base, log, model)
+        warm = model_name(args.gap_ms, 5)
+        relays += start_chatsite(workdir, mock_base, log, [model, warm])
+        for relay in relays:  # imports, pools and caches filled before anything is measured
+            await one_round(relay, 10, warm, 5, 2, f"warm-{relay.name}", mock_port)
         results = {}
         for repeat in range(args.repeat):
             for c in args.levels:
-                per_client = 8 if c == 1 else 3 if c <= 50 else 2
+                per_client = 8 if c == 1 else 3 if c <= 50 else 1
                 for relay in [None, *relays]:
                     name = relay.name if relay else "direct"
                     res = await one_round(relay, c, model, args.tokens, per_client, f"{name}-c{c}-r{repeat}", mock_port)
@@ -153,13 +156,13 @@ async def main():
     print(f"\nlogs in {workdir}")
 
 
-def start_chatsite(workdir, mock_base, log, model):
+def start_chatsite(workdir, mock_base, log, models):
     """Start chatsite (one process, SQLite) serving its OpenAI-compatible endpoint; [] if it has none."""
     if not (ROOT / "gateway").is_dir():
         print("chatsite has no OpenAI-compatible endpoint (gateway/) in this tree: LiteLLM alone", flush=True)
         return []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "CHAT_", "DJANGO_"))}
-    env.update(SECRET_KEY="bench", DATABASE_URL=f"sqlite:///{workdir}/chatsite.sqlite3", CHAT_MODELS="mock/" + model,
+    env.update(SECRET_KEY="bench", DATABASE_URL=f"sqlite:///{workdir}/chatsite.sqlite3", CHAT_MODELS=",".join("mock/" + m for m in models),
                MOCK_BASE_URL=mock_base, MOCK_API_KEY="x", DJANGO_SETTINGS_MODULE="chatsite.settings",
                LOG_LEVEL="WARNING", CHAT_RATE_LIMIT="0", PYTHONUNBUFFERED="1")
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True,
@@ -174,7 +177,9 @@ def start_chatsite(workdir, mock_base, log, model):
 
 
 class Completions(client.Upstream):
-    """bench/client.py's keep-alive SSE reader, counting any relay's chunks: one non-empty content delta each."""
+    """bench/client.py's keep-alive SSE reader, counting the words in any relay's content deltas."""
+
+    pending = b""
 
     def data_received(self, data):
         now = time.time()
@@ -193,20 +198,24 @@ class Completions(client.Upstream):
             data = bytes(self.head[end + 4:])
             self.head.clear()
             self.in_body = True
-        seen = self.tail + data
-        tokens = len(CONTENT.findall(seen)) - len(CONTENT.findall(self.tail))
-        self.tail = seen[-40:]
+        self.pending += data
+        end = self.pending.rfind(b"\n\n")
+        tokens = 0
+        if end >= 0:  # count the words of complete events only (a read may end inside one)
+            tokens = sum(text.count(b" ") for text in CONTENT.findall(self.pending, 0, end))
+            self.pending = self.pending[end + 2:]
+        self.tail = (self.tail + data)[-24:]
         if tokens:
             if req.first_at is None:
                 req.first_at = now
             req.frames.append((now, tokens))
             req.tokens += tokens
         if self.tail.endswith(client.HTTP_END):
-            self.in_body, self.tail, self.req = False, b"", None
+            self.in_body, self.tail, self.pending, self.req = False, b"", b"", None
             req.end("completed")
 
 
-CONTENT = re.compile(rb'"content": ?"[^"]')  # a delta with text (the mock's tokens are words)
+CONTENT = re.compile(rb'"content": ?"((?:[^"\\]|\\.)*)"')  # a delta's text: the mock's tokens are words + a space
 
 
 async def open_completions(port):

@@ -13,8 +13,9 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
 	touch $@
 
+# runserver warns once of a missing SECRET_KEY; migrate need not say it too.
 run: install
-	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
+	DEBUG=$${DEBUG:-1} $(PY) -W ignore::UserWarning:chatsite.settings manage.py migrate --noinput
 	DEBUG=$${DEBUG:-1} $(PY) manage.py runserver $(ADDR)
 
 test: install

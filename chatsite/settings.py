@@ -1,5 +1,6 @@
 """Settings for chatsite: every value comes from the environment (or a `.env` file at the root)."""
 
+import os
 import warnings
 from pathlib import Path
 
@@ -19,7 +20,8 @@ SECRET_KEY = env.string("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY is not set: set it (or DEBUG=1 for a development key).")
-    warnings.warn("SECRET_KEY is not set: using an insecure development key.", stacklevel=1)
+    if os.environ.get("RUN_MAIN") != "true":  # runserver's reloader child: its parent has said it
+        warnings.warn("SECRET_KEY is not set: using an insecure development key.", stacklevel=1)
     SECRET_KEY = "chatsite-insecure-development-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env.strings("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
@@ -169,6 +171,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL or "WARNING"},
     "loggers": {
+        # Django's own console handler (DEBUG only) printed what also reaches the root handler: every
+        # runserver request twice. Its records go to the root handler alone.
+        "django": {"handlers": [], "level": LOG_LEVEL or "INFO"},
         "chat": {"level": LOG_LEVEL or "INFO"},
         "billing": {"level": LOG_LEVEL or "INFO"},
     },

@@ -1,6 +1,5 @@
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -414,8 +413,13 @@ def test_it_runs_as_a_management_command():
         response = httpx.post(base + "/v1/chat/completions", json=openai("gpt-4.1-mini", stream=False), timeout=30)
         assert len(response.json()["choices"][0]["message"]["content"].split()) == 3
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
+        # SIGTERM, not SIGINT: a shell that started us with SIGINT ignored passes that on to the child.
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
         process.stdout.close()
 
 

@@ -16,7 +16,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8001, help="port to listen on (0: any free port)")
-        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--host", default="127.0.0.1",
+                            help="address to listen on (default 127.0.0.1: this machine only)")
         parser.add_argument("--ttft-ms", type=float, default=50, help="time to first token, milliseconds")
         parser.add_argument("--gap-ms", type=float, default=10, help="gap between tokens, milliseconds")
         parser.add_argument("--tokens", type=int, default=40, help="tokens per generated reply")

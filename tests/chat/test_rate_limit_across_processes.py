@@ -1,0 +1,47 @@
+"""The rate limit holds across server processes: its counter lives in the shared Redis cache.
+
+Two cache clients of their own, as two daphne processes have, take turns counting one person's
+messages; neither sees more than half of them, so a count kept in either process would never
+refuse. Against the real Redis on 127.0.0.1 (CI fails, never skips, when it is down).
+"""
+
+import os
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+import redis
+from django.core.cache.backends.redis import RedisCache
+
+from chat import limits
+from chat.turns import Owner
+
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/14"
+
+
+@pytest.fixture
+def two_processes():
+    """Return two Redis cache clients with no connection or state in common, as two processes have."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {REDIS_URL} cannot be reached in CI: {exc}")
+        pytest.skip(f"Redis at {REDIS_URL} is not running here: {exc}")
+    prefix = f"chatsite-test-{uuid.uuid4().hex[:8]}"  # runs at once do not count each other
+    return [RedisCache(REDIS_URL, {"KEY_PREFIX": prefix}) for _ in range(2)]  # its keys expire in 90 s
+
+
+def test_it_counts_one_persons_messages_across_two_processes(two_processes, settings, monkeypatch):
+    settings.CHAT_RATE_LIMIT = 3
+    alice = Owner(None, "alice-session-key")
+    now = datetime.now(timezone.utc).replace(second=1)
+    for turn in range(3):  # process one, two, one: each has seen at most two messages
+        monkeypatch.setattr(limits, "cache", two_processes[turn % 2])
+        limits.check_rate(alice, now)
+    monkeypatch.setattr(limits, "cache", two_processes[1])
+    with pytest.raises(limits.Refused) as refused:
+        limits.check_rate(alice, now)
+    assert refused.value.code == "rate_limited"
+    # Someone else is counted apart, in either process.
+    limits.check_rate(Owner(None, "bob-session-key"), now)

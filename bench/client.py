@@ -184,11 +184,11 @@ async def get_session(host, port):
     return cookies["sessionid"]
 
 
-async def open_socket(host, port):
-    """Load the page for a session, then open /ws/chat/ with it; return the WebSocket."""
-    session = await get_session(host, port)
+async def open_socket(host, port, session=None, protocol=None):
+    """Open /ws/chat/ as the person with `session` (a new one if None); return the `protocol` (WebSocket)."""
+    session = session or await get_session(host, port)
     loop = asyncio.get_running_loop()
-    _, ws = await loop.create_connection(WebSocket, host, port)
+    _, ws = await loop.create_connection(protocol or WebSocket, host, port)
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     ws.transport.write(
         f"GET /ws/chat/ HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

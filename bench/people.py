@@ -73,48 +73,15 @@ class Chat(client.WebSocket):
             return None
 
 
-async def request(host, port, head):
-    """Send one HTTP/1.1 request (`head`: request line and headers); return (status line, {cookie: value})."""
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"{head}Host: {host}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
-    data = await reader.read(-1)
-    writer.close()
-    lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    cookies = {}
-    for line in lines[1:]:
-        if line.lower().startswith("set-cookie:"):
-            name, _, rest = line.split(":", 1)[1].strip().partition("=")
-            cookies[name] = rest.split(";", 1)[0]
-    return lines[0], cookies
-
-
 async def load_page(host, port, session=None):
     """GET the chat page; a newcomer then asks for a session as the page's first send does. Return it."""
-    cookie = f"Cookie: sessionid={session}\r\n" if session else ""
-    status, cookies = await request(host, port, f"GET / HTTP/1.1\r\n{cookie}")
+    if session is None:
+        return await client.get_session(host, port)
+    head = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: sessionid={session}\r\nConnection: close\r\n\r\n"
+    status, _ = await client.http(host, port, head)
     if not status.startswith("HTTP/1.1 200"):
-        raise ConnectionError(f"GET / answered {status or 'nothing'}")
-    if session:
-        return session
-    token = cookies.get("csrftoken", "")
-    status, cookies = await request(
-        host, port, f"POST /session/ HTTP/1.1\r\nCookie: csrftoken={token}\r\nX-CSRFToken: {token}\r\n"
-                    f"Origin: http://{host}:{port}\r\n")
-    if not status.startswith(("HTTP/1.1 200", "HTTP/1.1 201")) or "sessionid" not in cookies:
-        raise ConnectionError(f"POST /session/ answered {status or 'nothing'} and no session")
-    return cookies["sessionid"]
-
-
-async def open_chat(host, port, session):
-    """Open /ws/chat/ as the person with `session`; return the Chat."""
-    _, ws = await asyncio.get_running_loop().create_connection(Chat, host, port)
-    ws.transport.write(
-        f"GET /ws/chat/ HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: http://{host}:{port}\r\nCookie: sessionid={session}\r\n\r\n".encode()
-    )
-    await asyncio.wait_for(ws.open, 30)
-    return ws
+        raise ConnectionError(f"GET / answered {status}")
+    return session
 
 
 def choose(rng):
@@ -175,7 +142,7 @@ async def arrive(host, port, session, retries):
     for attempt in range(5):
         try:
             session = await load_page(host, port, session)
-            return session, await open_chat(host, port, session)
+            return session, await client.open_socket(host, port, session, Chat)
         except (OSError, TimeoutError):
             if attempt == 4:
                 raise

@@ -20,7 +20,7 @@ REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/14"
 
 
 @pytest.fixture
-def two_processes():
+def two_caches():
     """Return two Redis cache clients with no connection or state in common, as two processes have."""
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
@@ -32,14 +32,14 @@ def two_processes():
     return [RedisCache(REDIS_URL, {"KEY_PREFIX": prefix}) for _ in range(2)]  # its keys expire in 90 s
 
 
-def test_it_counts_one_persons_messages_across_two_processes(two_processes, settings, monkeypatch):
+def test_it_counts_one_persons_messages_across_two_caches(two_caches, settings, monkeypatch):
     settings.CHAT_RATE_LIMIT = 3
     alice = Owner(None, "alice-session-key")
     now = datetime.now(timezone.utc).replace(second=1)
     for turn in range(3):  # process one, two, one: each has seen at most two messages
-        monkeypatch.setattr(limits, "cache", two_processes[turn % 2])
+        monkeypatch.setattr(limits, "cache", two_caches[turn % 2])
         limits.check_rate(alice, now)
-    monkeypatch.setattr(limits, "cache", two_processes[1])
+    monkeypatch.setattr(limits, "cache", two_caches[1])
     with pytest.raises(limits.Refused) as refused:
         limits.check_rate(alice, now)
     assert refused.value.code == "rate_limited"

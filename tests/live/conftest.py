@@ -8,9 +8,7 @@
 import pytest
 
 from chat.mock_upstream import MockUpstream
-from tests.live.servers import (
-    Deployment, Server, Store, live_postgres, live_redis, migrate, server_env, services_or_skip,
-)
+from tests.live.servers import Deployment, Server, Store, migrate, production, server_env
 
 # Four tokens, each its own frame (CHAT_FLUSH_MS=0), far enough apart to stop between any two.
 SHORT = "mock/short+ttft=60+gap=120+tokens=4"
@@ -41,23 +39,9 @@ def one_process(upstream, tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def two_processes(upstream, tmp_path_factory):
-    import psycopg
-
-    admin_url, database_url, name = live_postgres()
-    redis_url = live_redis()
-    services_or_skip(admin_url, redis_url)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
-    workdir = tmp_path_factory.mktemp("live-two")
-    env = server_env(database_url, redis_url, MODELS, upstream.base_url + "/v1", DB_POOL_SIZE=4, **SETTINGS)
-    migrate(env)
-    servers = [Server(env, workdir / f"daphne-{n}.log").start() for n in (1, 2)]
-    deployment = Deployment(servers, Store(database_url))
-    yield deployment
-    deployment.stop()
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with production(upstream, tmp_path_factory.mktemp("live-two"), models=MODELS, DB_POOL_SIZE=4,
+                    **SETTINGS) as deployment:
+        yield deployment
 
 
 @pytest.fixture(params=["one_process", pytest.param("two_processes", marks=pytest.mark.services)])

@@ -5,6 +5,7 @@ layer for one, or PostgreSQL and Redis for two (as in production). `Store` reads
 with a plain database connection, so the tests check outcomes where they are stored.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -185,3 +186,26 @@ class Deployment:
     def stop(self):
         for server in self.servers:
             server.terminate()
+
+
+@contextlib.contextmanager
+def production(upstream, workdir, suffix="", models=(), **settings):
+    """Yield two daphnes on a PostgreSQL database of their own and Redis (production), dropped after."""
+    import psycopg
+
+    admin_url, database_url, name = live_postgres()
+    database_url, name = database_url.replace(name, name + suffix), name + suffix
+    redis_url = live_redis()
+    services_or_skip(admin_url, redis_url)
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    env = server_env(database_url, redis_url, models, upstream.base_url + "/v1", **settings)
+    migrate(env)
+    deployment = Deployment([Server(env, workdir / f"daphne-{n}.log").start() for n in (1, 2)], Store(database_url))
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -16,7 +16,7 @@ import pytest
 from bench import procfs
 from tests.live.client import Chat, new_session
 from tests.live.conftest import FAST, MODELS
-from tests.live.servers import Server, Store, live_postgres, live_redis, migrate, server_env, services_or_skip
+from tests.live.servers import live_redis, production
 
 pytestmark = pytest.mark.services
 
@@ -28,25 +28,9 @@ AT_ONCE = 8
 @pytest.fixture(scope="module")
 def pooled(upstream, tmp_path_factory):
     """Two daphnes sharing PostgreSQL and Redis, each with a Redis pool of POOL connections."""
-    import psycopg
-
-    admin_url, database_url, name = live_postgres()
-    database_url, name = database_url.replace(name, name + "_pool"), name + "_pool"
-    redis_url = live_redis()
-    services_or_skip(admin_url, redis_url)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
-    workdir = tmp_path_factory.mktemp("live-pool")
-    env = server_env(database_url, redis_url, MODELS, upstream.base_url + "/v1", REDIS_POOL_SIZE=POOL,
-                     CHAT_RATE_LIMIT=100_000, DB_POOL_SIZE=4)
-    migrate(env)
-    servers = [Server(env, workdir / f"daphne-{n}.log").start() for n in (1, 2)]
-    yield servers, Store(database_url), redis_url
-    for server in servers:
-        server.terminate()
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with production(upstream, tmp_path_factory.mktemp("live-pool"), "_pool", models=MODELS, REDIS_POOL_SIZE=POOL,
+                    CHAT_RATE_LIMIT=100_000, DB_POOL_SIZE=4) as deployment:
+        yield deployment.servers, deployment.store, live_redis()
 
 
 def redis_port(redis_url):

@@ -29,7 +29,8 @@ AT_ONCE = 8
 def pooled(upstream, tmp_path_factory):
     """Two daphnes sharing PostgreSQL and Redis, each with a Redis pool of POOL connections."""
     with production(upstream, tmp_path_factory.mktemp("live-pool"), "_pool", models=MODELS, REDIS_POOL_SIZE=POOL,
-                    CHAT_RATE_LIMIT=100_000, DB_POOL_SIZE=4) as deployment:
+                    CHAT_RATE_LIMIT=100_000,
+                    CHAT_IP_RATE_LIMIT=0, DB_POOL_SIZE=4) as deployment:
         yield deployment.servers, deployment.store, live_redis()
 
 

@@ -93,6 +93,13 @@ def wait_until_up(url, process, log_path, timeout=90):
     pytest.fail(f"the live server did not answer within {timeout} s:\n{log_path.read_text()}")
 
 
+def pytest_collection_modifyitems(items):
+    """Mark the tests that read the live server's SQLite file through this process's ORM."""
+    for item in items:
+        if "orm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.sqlite_live)
+
+
 @pytest.fixture(scope="module")
 def orm(database, django_db_blocker):
     """Point this process's ORM at the live server's database for the module, with prices for the mock models."""

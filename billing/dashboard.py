@@ -3,14 +3,13 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from billing import abandonment, periods, reports, savings
-from billing.models import UsageRecord
+from billing.models import Refusal, UsageRecord
 
 # Time-to-first-token bins, in ms: [edge, next edge).
 TTFT_EDGES = [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000]
@@ -155,14 +154,10 @@ def top_people(records, limit=TOP_PEOPLE):
 
 
 def refusals(filters):
-    """Return {(day, kind): refusals}, oldest first, or None when this installation does not record refusals.
+    """Return {(day, kind): refusals}, oldest first.
 
     Refusals carry the model asked for, not the person's name: the model filter applies, the person filter does not.
     """
-    try:
-        Refusal = apps.get_model("billing", "Refusal")
-    except LookupError:
-        return None
     found = Refusal.objects.order_by().filter(created__gte=filters.start, created__lt=filters.end)
     if filters.model:
         found = found.filter(model=filters.model)

@@ -56,7 +56,7 @@ def draw(f):
         ),
         "people": charts.bars("chart-people", "Top people by cost (USD)", [row["who"] for row in f["people_rows"]],
                               [("cost", [row["cost"] for row in f["people_rows"]])], fmt=lambda v: f"${v:,.4f}"),
-        "refusals": None if f["refusals"] is None else charts.bars(
+        "refusals": charts.bars(
             "chart-refusals", "Refusals per day (rate limit, budget)", days, [
                 (kind, [f["refusals"].get((day, kind), 0) for day in days])
                 for kind in sorted({kind for _, kind in f["refusals"]}) or ["rate_limited", "budget_exceeded"]

@@ -237,17 +237,25 @@ class Upstream(asyncio.Protocol):
             data = bytes(self.head[end + 4:])
             self.head.clear()
             self.in_body = True
-        seen = self.tail + data
-        tokens = seen.count(SSE_TOKEN) - self.tail.count(SSE_TOKEN)
-        self.tail = seen[-24:]
+        tokens = self.count(data)
+        self.tail = (self.tail + data)[-24:]
         if tokens:
             if req.first_at is None:
                 req.first_at = now
             req.frames.append((now, tokens))
             req.tokens += tokens
         if self.tail.endswith(HTTP_END):
-            self.in_body, self.tail, self.req = False, b"", None
+            self.end_body()
             req.end("completed")
+
+    def count(self, data):
+        """Return the tokens in this read of the body: the mock's token events (one may span two reads)."""
+        seen = self.tail + data
+        return seen.count(SSE_TOKEN) - self.tail.count(SSE_TOKEN)
+
+    def end_body(self):
+        """Forget the finished response: the connection is ready for the next request."""
+        self.in_body, self.tail, self.req = False, b"", None
 
     def send(self, host, port, content, model):
         """POST one streamed chat completion; return its Request."""

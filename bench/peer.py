@@ -181,38 +181,19 @@ class Completions(client.Upstream):
 
     pending = b""
 
-    def data_received(self, data):
-        now = time.time()
-        req = self.req
-        if req is None:
-            return
-        if not self.in_body:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not self.head.startswith(b"HTTP/1.1 200"):
-                req.end("error", bytes(self.head[:12]).decode("latin-1"))
-                self.transport.close()
-                return
-            data = bytes(self.head[end + 4:])
-            self.head.clear()
-            self.in_body = True
+    def count(self, data):
+        """Return the words in the content deltas this read completes (a read may end inside an event)."""
         self.pending += data
         end = self.pending.rfind(b"\n\n")
-        tokens = 0
-        if end >= 0:  # count the words of complete events only (a read may end inside one)
-            tokens = sum(text.count(b" ") for text in CONTENT.findall(self.pending, 0, end))
-            self.pending = self.pending[end + 2:]
-        self.tail = (self.tail + data)[-24:]
-        if tokens:
-            if req.first_at is None:
-                req.first_at = now
-            req.frames.append((now, tokens))
-            req.tokens += tokens
-        if self.tail.endswith(client.HTTP_END):
-            self.in_body, self.tail, self.pending, self.req = False, b"", b"", None
-            req.end("completed")
+        if end < 0:
+            return 0
+        tokens = sum(text.count(b" ") for text in CONTENT.findall(self.pending, 0, end))
+        self.pending = self.pending[end + 2:]
+        return tokens
+
+    def end_body(self):
+        super().end_body()
+        self.pending = b""
 
 
 CONTENT = re.compile(rb'"content": ?"((?:[^"\\]|\\.)*)"')  # a delta's text: the mock's tokens are words + a space

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+
+from tests.live_orm import live_database
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -154,29 +155,9 @@ def wait_until_up(url, server, log_path, timeout=90):
 @pytest.fixture(scope="package")
 def orm(database, django_db_blocker):
     """Point this process's ORM at the live server's database for the suite, with a few prices."""
-    from django.db import connections
-
-    from billing.models import ModelPrice
-
-    # Sync Playwright keeps an event loop running in this thread; the ORM calls here are plain
-    # blocking calls between browser steps, which is what this switch allows.
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    connection = connections["default"]
-    original = connection.settings_dict["NAME"]
-    connection.close()
-    connection.settings_dict["NAME"] = str(database)
-    with django_db_blocker.unblock():
-        for model in (FAST, SLOW, MARKDOWN, RESUME):
-            ModelPrice.objects.get_or_create(
-                model=model, defaults={"input_per_mtok": Decimal("0.40"), "output_per_mtok": Decimal("1.60")}
-            )
-        try:
-            yield
-        finally:
-            connection.close()
-            connection.settings_dict["NAME"] = original
-            monkeypatch.undo()
+    prices = {model: ("0.40", "1.60") for model in (FAST, SLOW, MARKDOWN, RESUME)}
+    with live_database(database, django_db_blocker, prices):
+        yield
 
 
 @pytest.fixture(scope="package")

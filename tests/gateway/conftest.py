@@ -12,10 +12,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from tests.live_orm import live_database
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = "mock/gpt-4.1-mini"
@@ -103,39 +104,10 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="module")
 def orm(database, django_db_blocker):
     """Point this process's ORM at the live server's database for the module, with prices for the mock models."""
-    from django.db import connections
-
-    from billing.models import ModelPrice
-
-    monkeypatch = pytest.MonkeyPatch()
-    # The SDK's async tests keep an event loop running in this thread; the ORM calls here are
-    # plain blocking calls between requests, which is what this switch allows.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    connection = connections["default"]
-    original = connection.settings_dict["NAME"]
-    # Closing an in-memory test database would destroy it (Django ignores the request): set its
-    # connection aside instead, and put it back after.
-    kept = connection.connection if connection.is_in_memory_db() else None
-    if kept is not None:
-        connection.connection = None
-    else:
-        connection.close()
-    connection.settings_dict["NAME"] = str(database)
-    with django_db_blocker.unblock():
-        prices = {FAST: ("0.40", "1.60"), ANTHROPIC: ("1.00", "5.00"), SLOW: ("0.40", "1.60"),
-                  PRICEY: ("20", "20"), NO_USAGE: ("0.40", "1.60")}
-        for model, (input_rate, output_rate) in prices.items():
-            ModelPrice.objects.get_or_create(
-                model=model, defaults={"input_per_mtok": Decimal(input_rate), "output_per_mtok": Decimal(output_rate)}
-            )
-        try:
-            yield
-        finally:
-            connection.close()
-            connection.settings_dict["NAME"] = original
-            if kept is not None:
-                connection.connection = kept
-            monkeypatch.undo()
+    prices = {FAST: ("0.40", "1.60"), ANTHROPIC: ("1.00", "5.00"), SLOW: ("0.40", "1.60"),
+              PRICEY: ("20", "20"), NO_USAGE: ("0.40", "1.60")}
+    with live_database(database, django_db_blocker, prices):
+        yield
 
 
 @pytest.fixture

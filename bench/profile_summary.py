@@ -32,6 +32,7 @@ ACTIVITIES = [
     ("ws handshake, connect, disconnect", ("processHandshake", "websocket_connect", "ChatConsumer.connect",
                                            "ChatConsumer.disconnect", "resolve_scope", "onConnect")),
     ("request DB work: turns.start / turns.finish (thread)", ("chat/turns.py",)),
+    ("the done frame's Markdown (a worker thread)", ("chat/markdown.py",)),
     ("per token: upstream read -> parse -> frame (Generation.relay)", ("Generation.relay", "OpenAIProvider.stream",
                                                                          "httpx/", "httpcore/", "h11/", "anyio/",
                                                                          "chat/sse.py", "chat/providers/")),

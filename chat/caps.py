@@ -12,6 +12,8 @@ from collections import Counter
 
 from django.conf import settings
 
+from chat.protocol import ProtocolError
+
 _sockets = Counter()
 _inflight = Counter()
 
@@ -28,11 +30,11 @@ def _limits(kind, owner, person_limit):
             "address": getattr(settings, f"CHAT_MAX_{kind}_PER_ADDRESS")}
 
 
-class Full(Exception):
-    """A cap is reached; `scope` is `person` or `address`, the message says which."""
+class Full(ProtocolError):
+    """A cap is reached (`busy`); `scope` is `person` or `address`, the message says which."""
 
-    def __init__(self, scope, message):
-        super().__init__(message)
+    def __init__(self, message, scope):
+        super().__init__(message, "busy")
         self.scope = scope
 
 
@@ -43,7 +45,7 @@ def _take(counter, kind, owner, person_limit, what):
         limit = limits[scope]
         if limit and counter[(scope, key)] >= limit:
             whose = "you have" if scope == "person" else "your network address has"
-            raise Full(scope, f"Too many {what}: {whose} {limit} already. Close one, or wait for one to finish.")
+            raise Full(f"Too many {what}: {whose} {limit} already. Close one, or wait for one to finish.", scope)
     for pair in keys:
         counter[pair] += 1
     return keys

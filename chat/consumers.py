@@ -9,7 +9,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import caps, limits, protocol, replies, signouts, turns
+from chat import caps, limits, markdown, protocol, replies, signouts, turns
 from chat.addresses import client_address
 from chat.relay import Generation
 from chat.turns import Owner
@@ -54,7 +54,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             self.socket_ticket = caps.open_socket(self.owner)
         except caps.Full as exc:
-            await self.send_error("busy", str(exc))
+            await self.send_error(exc)
             await database_sync_to_async(limits.count_once)("busy", exc.scope, self.scope_key(exc.scope))
             await self.close(code=TOO_MANY_SOCKETS)
             return
@@ -85,18 +85,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             frame = protocol.parse(text_data)
         except protocol.FrameError as exc:
-            return await self.send_error(exc.code, str(exc))
+            return await self.send_error(exc)
         if frame["type"] == "stop":
             return await self.stop(frame["message"])
         if frame["type"] == "resume":
             return await self.resume(frame["conversation"], frame["have"])
         if self.in_flight:
-            return await self.send_error("busy", "A reply is already being generated; stop it or wait for it.")
+            return await self.send_error(protocol.ProtocolError(
+                "A reply is already being generated; stop it or wait for it.", "busy"))
         try:
             ticket = caps.start_reply(self.owner, self.max_inflight)
         except caps.Full as exc:
             await database_sync_to_async(limits.count_once)("busy", exc.scope, self.scope_key(exc.scope), frame["model"])
-            return await self.send_error("busy", str(exc))
+            return await self.send_error(exc)
         # The relay gets the raw ASGI send, not self.send: it builds each frame's message itself, so
         # a frame skips Channels' two send wrappers on the per-token path, and a Generation needs no
         # consumer (the relay can be driven, and tested, with any ASGI send callable).
@@ -134,12 +135,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Send each reply in flight in the conversation from the seq the page has, then its live deltas;
         `done` for each reply the page asked about that has ended; then `resumed`."""
         streaming, finished = await turns.replies_of(self.owner, conversation_id, list(have))
-        for done in finished.values():
-            await self.send(text_data=json.dumps(done))
+        for stored in finished:
+            await self.send_done(stored)
         for message_id in streaming:
             await self.watch(message_id, have.get(message_id, 0))
-        await self.send(text_data=json.dumps(
-            {"type": "resumed", "conversation": conversation_id, "messages": streaming}))
+        await self.send(text_data=protocol.resumed(conversation_id, streaming))
 
     async def watch(self, message_id, after):
         generation = replies.in_flight.get(message_id)
@@ -164,11 +164,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_stored(self, message_id):
         """Send the `done` of a reply that is no longer in flight, from the database."""
-        done = await turns.done_of(self.owner, message_id)
-        if done is None:  # still `streaming`, and nobody produces it: its process died
-            done = await turns.lost_done(self.owner, message_id)
-        if done is not None:
-            await self.send(text_data=json.dumps(done))
+        stored = await turns.stored_of(self.owner, message_id)
+        if stored is None:  # still `streaming`, and nobody produces it: its process died
+            stored = await turns.lost(self.owner, message_id)
+        if stored is not None:
+            await self.send_done(stored)
 
     async def ask(self, message_id, after, times=1):
         """Ask the process producing `message_id` to send it here from frame `after` on."""
@@ -191,7 +191,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if timer is not None:
             timer.cancel()
         self.watched.pop(message_id, None)
-        if await turns.done_of(self.owner, message_id) is None and times < ASKS:
+        if await turns.stored_of(self.owner, message_id) is None and times < ASKS:
             return await self.ask(message_id, after, times + 1)
         await self.send_stored(message_id)
 
@@ -209,7 +209,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             kind = message["type"]
             if kind == "reply.frame":
                 text = message["text"]
-                if self.asked and text.startswith('{"type": "catchup"'):
+                if self.asked and text.startswith(protocol.CATCHUP_HEAD):
                     timer, _ = self.asked.pop(json.loads(text)["message"], (None, 0))
                     if timer is not None:
                         timer.cancel()
@@ -249,6 +249,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if tasks:
                 await asyncio.wait(tasks)
 
-    async def send_error(self, code, message):
-        """Send an `error` frame; the socket stays open."""
-        await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))
+    async def send_error(self, error):
+        """Send the `error` frame of a ProtocolError; the socket stays open."""
+        await self.send(text_data=protocol.error(error.code, str(error)))
+
+    async def send_done(self, stored):
+        """Send the `done` frame of a stored reply (turns.Stored)."""
+        await self.send(text_data=protocol.done(stored, await markdown.arender(stored.text)))

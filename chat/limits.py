@@ -15,17 +15,17 @@ from django.core.cache import cache
 
 from billing import budgets
 from billing.models import ModelPrice, Refusal, UserLimits
+from chat.protocol import ProtocolError
 
 MILLION = Decimal(1_000_000)
 PER_MESSAGE_TOKENS = 16  # role markers and separators the upstream adds around each message
 
 
-class Refused(Exception):
-    """The request cannot start; `code` is the protocol's error code, `scope` whose limit it hit."""
+class Refused(ProtocolError):
+    """The request cannot start; `scope` is whose limit it hit (person, address, site), `who` their key."""
 
     def __init__(self, message, code, scope="", who=""):
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code)
         self.scope = scope
         self.who = who
 

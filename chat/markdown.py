@@ -1,5 +1,7 @@
 """Render a model's Markdown reply to HTML that is safe to put in the page."""
 
+import asyncio
+
 import nh3
 from markdown_it import MarkdownIt
 
@@ -33,3 +35,12 @@ def render(text):
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
+
+
+async def arender(text):
+    """See render(); in a worker thread of its own.
+
+    A long reply takes milliseconds to render: neither the event loop (every socket's deltas) nor
+    the one database thread (every socket's records) should wait for it.
+    """
+    return await asyncio.to_thread(render, text)

@@ -9,16 +9,15 @@ timeouts, so no stream owns a timer of its own.
 
 import asyncio
 import contextlib
-import json
 import logging
 import weakref
 
 import httpx
 from django.conf import settings
 
-from chat import replies, turns
+from chat import markdown, protocol, replies, turns
 from chat.limits import Refused
-from chat.providers import UpstreamError, provider_for
+from chat.providers import UpstreamError, provider_for, timeout_message
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +191,15 @@ class Generation(replies.Watched):
         loop = self.ticker.loop
         self.started = self.sent_at = self.last_read = loop.time()
         if not await self.ticker.slots.acquire():
-            return await self.refuse("busy", "The server is at capacity; try again in a moment.")
+            return await self.refuse(protocol.ProtocolError("The server is at capacity; try again in a moment.",
+                                                            "busy"))
         self.ticker.add(self)
         error = None
         try:
             await self.begin()
             await self.relay(provider_for(self.call.model).stream(self.call), loop)
         except Refused as exc:
-            return await self.refuse(exc.code, str(exc))
+            return await self.refuse(exc)
         except asyncio.CancelledError:
             self.task.uncancel()  # our own cancel(), handled here: the rest runs uncancelled
             self.reason = self.reason or "disconnect"
@@ -223,7 +223,7 @@ class Generation(replies.Watched):
             if self.turn is not None:
                 await self.finish(error)
             elif error is not None:
-                await self.refuse(error.code, str(error))
+                await self.refuse(error)
         finally:
             if self.turn is not None:
                 replies.unregister(self)
@@ -234,7 +234,7 @@ class Generation(replies.Watched):
         """Store the person's message and the empty reply, then send `start`."""
         self.turn = await turns.start(self.owner, self.request)
         self.call = self.turn.call
-        self.prefix = '{"type":"delta","message":%d,"seq":' % self.turn.message_id
+        self.prefix = protocol.delta_head(self.turn.message_id)
         replies.register(self)
         await self.send_start()
         if self.reason:  # stopped, or the socket closed, while it was being stored
@@ -245,10 +245,7 @@ class Generation(replies.Watched):
         if not self.announced:
             self.announced = True
             turn = self.turn
-            await self.send_json(
-                {"type": "start", "conversation": turn.conversation_id, "message": turn.message_id,
-                 "model": turn.call.model, "title": turn.title}
-            )
+            await self.send_text(protocol.start(turn.conversation_id, turn.message_id, turn.call.model, turn.title))
 
     async def relay(self, stream, loop):
         """Send the first delta at once, then at most one frame per CHAT_FLUSH_MS."""
@@ -280,7 +277,7 @@ class Generation(replies.Watched):
         self.seq += 1
         self.sent_len += len(text)
         self.offsets.append(self.sent_len)
-        await self.send_text(f'{self.prefix}{self.seq},"text":{json.dumps(text)}}}')
+        await self.send_text(protocol.delta(self.prefix, self.seq, text))
 
     async def finish(self, error):
         """Send what is left, store the reply and its record, and send `done` (and `error`)."""
@@ -301,23 +298,17 @@ class Generation(replies.Watched):
             outcome.left_ms, outcome.delivered, outcome.left_streaming = (
                 round((left[0] - self.started) * 1000), left[1], left[2])
         # Billing must survive a second cancellation (the server shutting down mid-write).
-        done = await asyncio.shield(turns.finish(self.turn, outcome))
+        stored = await asyncio.shield(turns.finish(self.turn, outcome))
         await self.send_start()
         if error is not None:
             # A plain message and a reference the person can quote: the record (found by its
             # request id in the admin) holds the upstream's own words, redacted.
-            ref = str(self.turn.request_id)
-            await self.send_json({"type": "error", "code": error.code, "message": f"{error} Reference: {ref}.",
-                                  "ref": ref})
-        await self.send_json(done)
+            await self.send_text(protocol.error(error.code, str(error), ref=str(self.turn.request_id)))
+        await self.send_text(protocol.done(stored, await markdown.arender(stored.text)))
 
-    async def refuse(self, code, message):
-        """Send an `error` frame for a request that did not start."""
-        await self.send_json({"type": "error", "code": code, "message": message})
-
-    async def send_json(self, payload):
-        """Send one JSON frame."""
-        await self.send_text(json.dumps(payload))
+    async def refuse(self, error):
+        """Send the `error` frame of a request that did not start (a ProtocolError)."""
+        await self.send_text(protocol.error(error.code, str(error)))
 
     async def send_text(self, text):
         """Send one text frame to every watcher; one whose socket closed under us is dropped."""
@@ -328,9 +319,3 @@ class Generation(replies.Watched):
                 log.debug("dropping a watcher of message %s: %s", self.turn and self.turn.message_id, exc)
                 self.drop(watcher)
 
-
-def timeout_message(reason):
-    """Return the message a person sees when the upstream was too slow."""
-    if reason == "first_token_timeout":
-        return f"The upstream sent no reply within {settings.CHAT_FIRST_TOKEN_TIMEOUT:g} s."
-    return f"The upstream stalled for over {settings.CHAT_STALL_TIMEOUT:g} s mid-reply."

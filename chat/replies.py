@@ -9,12 +9,13 @@ layer shared between processes (channels-redis), and only two layer calls per re
 """
 
 import asyncio
-import json
 import logging
 import sys
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
+
+from chat import protocol
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,7 @@ class Watched:
         start = self.offsets[after - 1] if after else 0
         text = "".join(self.text)[start:self.sent_len]
         turn = self.turn
-        return json.dumps({"type": "catchup", "conversation": turn.conversation_id, "message": turn.message_id,
-                           "model": turn.call.model, "after": after, "seq": self.seq, "text": text})
+        return protocol.catchup(turn.conversation_id, turn.message_id, turn.call.model, after, self.seq, text)
 
     async def attach(self, send, after):
         """Let a socket of this process watch from frame `after` on; return False if it is too late."""

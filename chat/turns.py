@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing import budgets
 from billing.models import COST_PLACES, AbandonmentEvent, UsageRecord
-from chat import figures, limits, markdown
+from chat import figures, limits
 from chat.limits import Refused
 from chat.models import Conversation, Message
 from chat.visitors import visitor_hash
@@ -59,6 +59,17 @@ class Turn:
     shows_usage: bool  # whether the person may see token counts and cost (CHAT_SHOW_USAGE)
     reservation: object = None  # budget held for this reply (billing.budgets), settled with its record
     request_id: uuid.UUID = field(default_factory=uuid.uuid4)  # the usage record's: the reference a person quotes
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A reply as stored, what its `done` frame tells (chat.protocol.done)."""
+
+    message_id: int
+    status: str  # completed, stopped or failed
+    text: str
+    record: object  # its UsageRecord, None when it has none (a reply whose process died)
+    shows_usage: bool  # whether the person may see its token counts and cost (CHAT_SHOW_USAGE)
 
 
 @dataclass(slots=True)
@@ -140,7 +151,7 @@ def upstream_cost(usage):
 
 @database_sync_to_async
 def finish(turn, outcome):
-    """Store the reply, write its one usage record (and abandonment event); return the `done` frame."""
+    """Store the reply, write its one usage record (and abandonment event); return it as Stored."""
     call = turn.call
     failed = bool(outcome.error)
     record_status, message_status, abandoned = ENDINGS.get(
@@ -176,74 +187,50 @@ def finish(turn, outcome):
             request_id=turn.request_id,
         )
         budgets.settle(turn.reservation, limits.actual_cost(turn.reservation, record))
-    return done_frame(turn.message_id, message_status, record, outcome.text, turn.shows_usage)
-
-
-def done_frame(message_id, status, record, text, shows_usage):
-    """Return the `done` frame of a stored reply and its usage record (None: no record).
-
-    Without `shows_usage` (CHAT_SHOW_USAGE) the frame holds no usage or cost at all: not sent,
-    rather than sent and hidden by the page.
-    """
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "estimated": False}
-    if record is not None:
-        usage = {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
-                 "estimated": record.estimated}
-    done = {
-        "type": "done",
-        "message": message_id,
-        "status": status,
-        "usage": usage,
-        "cost_usd": None if record is None or record.cost_usd is None else f"{record.cost_usd:.10f}",
-        "ttft_ms": None if record is None else record.ttft_ms,
-        "html": markdown.render(text),
-        "figures": None if record is None else figures.of_record(record, shows_usage),
-    }
-    if not shows_usage:
-        del done["usage"], done["cost_usd"]
-    return done
+    return Stored(turn.message_id, message_status, outcome.text, record, turn.shows_usage)
 
 
 @database_sync_to_async
 def replies_of(owner, conversation_id, message_ids):
-    """Return (ids of the replies streaming in the person's conversation, `done` of each finished one asked for)."""
+    """Return (ids of the replies streaming in the person's conversation, each finished one asked for as Stored)."""
     conversations = Conversation.objects.owned_by(owner.user, owner.visitor)
     replies = Message.objects.filter(conversation__in=conversations, role=Message.Role.ASSISTANT)
     streaming = []
     if conversation_id is not None:
         streaming = list(replies.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
                          .values_list("pk", flat=True))
-    done = {}
     asked = [m for m in message_ids if m not in streaming]
-    for message in replies.filter(pk__in=asked).exclude(status=Message.Status.STREAMING):
-        done[message.pk] = stored_done(message, figures.shows_usage(owner.user))
-    return streaming, done
+    shows_usage = figures.shows_usage(owner.user)
+    finished = [stored(message, shows_usage)
+                for message in replies.filter(pk__in=asked).exclude(status=Message.Status.STREAMING)]
+    return streaming, finished
 
 
 @database_sync_to_async
-def done_of(owner, message_id):
-    """Return the `done` frame of a stored reply of the person's, or None while it is still streaming."""
+def stored_of(owner, message_id):
+    """Return a finished reply of the person's as Stored, or None while it is still streaming."""
     conversations = Conversation.objects.owned_by(owner.user, owner.visitor)
     message = Message.objects.filter(pk=message_id, conversation__in=conversations).first()
     if message is None or message.status == Message.Status.STREAMING:
         return None
-    return stored_done(message, figures.shows_usage(owner.user))
+    return stored(message, figures.shows_usage(owner.user))
 
 
 @database_sync_to_async
-def lost_done(owner, message_id):
-    """Return a `failed` done for a reply left `streaming` by a process that died (nothing produces it)."""
+def lost(owner, message_id):
+    """Return as Stored, `failed`, a reply left `streaming` by a process that died (nothing produces it)."""
     conversations = Conversation.objects.owned_by(owner.user, owner.visitor)
     message = Message.objects.filter(pk=message_id, conversation__in=conversations).first()
     if message is None:
         return None
     shows_usage = figures.shows_usage(owner.user)
     if message.status != Message.Status.STREAMING:
-        return stored_done(message, shows_usage)
-    return done_frame(message.pk, "failed", None, message.content, shows_usage)
+        return stored(message, shows_usage)
+    return Stored(message.pk, "failed", message.content, None, shows_usage)
 
 
-def stored_done(message, shows_usage):
+def stored(message, shows_usage):
+    """Return a finished reply, with its usage record, as Stored."""
     record = UsageRecord.objects.filter(message_id=message.pk).first()
     failed = record is not None and record.status == UsageRecord.Status.FAILED
-    return done_frame(message.pk, "failed" if failed else message.status, record, message.content, shows_usage)
+    return Stored(message.pk, "failed" if failed else message.status, message.content, record, shows_usage)

@@ -7,7 +7,11 @@ CLIENT_STATUSES = frozenset({400, 404, 413, 422})
 
 
 class ApiError(Exception):
-    """A request answered with an error: `status`, OpenAI's `code` and `param`, and `retry_after` seconds."""
+    """A request answered with an error: `status`, OpenAI's `code` and `param`, and `retry_after` seconds.
+
+    Not a chat.protocol.ProtocolError: it is answered with an HTTP status and OpenAI's codes, in the
+    bodies gateway/wire.py builds (as chat/protocol.py builds the socket's frames).
+    """
 
     def __init__(self, status, message, code=None, param=None, retry_after=None):
         super().__init__(message)

@@ -14,7 +14,7 @@ import httpx
 from django.conf import settings
 from django.utils import timezone
 
-from chat.providers import UpstreamError, provider_for
+from chat.providers import UpstreamError, provider_for, timeout_message
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,3 @@ class Exchange:
         """Return the content events the caller received."""
         return self.call.pieces if self.first_at is not None else 0
 
-
-def timeout_message(reason):
-    """Return the message for an upstream that was too slow."""
-    if reason == "first_token_timeout":
-        return f"The upstream sent no reply within {settings.CHAT_FIRST_TOKEN_TIMEOUT:g} s."
-    return f"The upstream stalled for over {settings.CHAT_STALL_TIMEOUT:g} s mid-reply."

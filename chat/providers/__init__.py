@@ -12,6 +12,8 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from chat.protocol import ProtocolError
+
 # A token, where a count has to be made from text: a word piece with the white space before it (the
 # demo model's replies, the mock upstream's canned ones).
 TOKEN = re.compile(r"\s*\S+|\s+")
@@ -66,8 +68,8 @@ class Call:
         )
 
 
-class UpstreamError(Exception):
-    """The upstream refused or failed; `code` is the protocol's error code shown to the person.
+class UpstreamError(ProtocolError):
+    """The upstream refused or failed.
 
     `message` is our own plain sentence, the one a person sees; `detail` is what the upstream said,
     kept on the usage record for the operator. Both are redacted of keys and tokens here, before
@@ -78,8 +80,7 @@ class UpstreamError(Exception):
     def __init__(self, message, code="upstream_error", status=None, retry_after=None, detail=""):
         from chat.redaction import redact
 
-        super().__init__(redact(message))
-        self.code = code
+        super().__init__(redact(message), code)
         self.status = status
         self.retry_after = retry_after
         self.detail = redact(detail)
@@ -88,6 +89,13 @@ class UpstreamError(Exception):
     def record_text(self):
         """Return the text stored on the usage record: the message, and the upstream's words if any."""
         return f"{self} Upstream said: {self.detail}" if self.detail else str(self)
+
+
+def timeout_message(reason):
+    """Return the message a person sees when the upstream was too slow (`first_token_timeout` or `stall`)."""
+    if reason == "first_token_timeout":
+        return f"The upstream sent no reply within {settings.CHAT_FIRST_TOKEN_TIMEOUT:g} s."
+    return f"The upstream stalled for over {settings.CHAT_STALL_TIMEOUT:g} s mid-reply."
 
 
 def provider_for(model):

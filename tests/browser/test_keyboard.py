@@ -94,6 +94,10 @@ def test_it_sends_stops_and_retries_with_keys_alone(page, mock):
 
 
 def test_it_keeps_focus_on_the_page_when_a_reply_ends_under_the_stop_button(page):
+    # A reply of eight seconds: Tab reaches the stop button while it streams, however loaded the
+    # machine (the default model's ends in a fraction of a second, sometimes before Tab got there).
+    page.select_option("#model", SLOW)
+    page.focus("#prompt")
     page.keyboard.type("quick")
     page.keyboard.press("Enter")
     tab_to(page, lambda f: f["id"] == "stop")

@@ -121,7 +121,7 @@ async def test_it_closes_every_socket_of_a_person_who_signs_out(alice, bob_sessi
     client = AsyncClient()
     key = await sync_to_async(signed_in_session)(Client(), "alice", "a good password 1")
     client.cookies["sessionid"] = key
-    first, second, bob = await connect(key), await connect(key), await connect(bob_session)
+    first, second, bob_ws = await connect(key), await connect(key), await connect(bob_session)
     await first.send_json_to({"type": "send", "content": "hello"})
     assert (await receive_until_done(first))[-1]["status"] == "completed"
 
@@ -132,9 +132,9 @@ async def test_it_closes_every_socket_of_a_person_who_signs_out(alice, bob_sessi
     for ws in (first, second):
         assert (await ws.receive_output(5)) == {"type": "websocket.close", "code": SIGNED_OUT}
     # Someone else's socket stays open and usable; the signed-out browser comes back without a session.
-    await bob.send_json_to({"type": "send", "content": "still here"})
-    assert (await receive_until_done(bob))[-1]["status"] == "completed"
-    await bob.disconnect()
+    await bob_ws.send_json_to({"type": "send", "content": "still here"})
+    assert (await receive_until_done(bob_ws))[-1]["status"] == "completed"
+    await bob_ws.disconnect()
     again = WebsocketCommunicator(application, "/ws/chat/", headers=[
         (b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", f"sessionid={key}".encode())])
     assert (await again.connect())[0]

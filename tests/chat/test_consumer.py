@@ -20,6 +20,13 @@ from tests.conftest import connect, receive_until_done
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+async def seed_the_demo_price():
+    """Store the demo's price as migration 0002 seeds it (an earlier transactional test flushed it)."""
+    await ModelPrice.objects.aget_or_create(
+        model="demo/assistant", defaults={"input_per_mtok": 0, "output_per_mtok": 0, "cached_input_per_mtok": 0,
+                                          "effective_from": datetime(2025, 1, 1, tzinfo=timezone.utc)})
+
+
 async def expect_error(ws, code):
     frame = await ws.receive_json_from(timeout=5)
     assert frame["type"] == "error", frame
@@ -51,10 +58,7 @@ async def test_it_refuses_a_foreign_origin(alice_session):
 
 
 async def test_it_sends_start_deltas_and_one_done(alice_session):
-    # The demo's price, as migration 0002 seeds it (a transactional test before this one flushed it).
-    await ModelPrice.objects.aget_or_create(
-        model="demo/assistant", defaults={"input_per_mtok": 0, "output_per_mtok": 0, "cached_input_per_mtok": 0,
-                                          "effective_from": datetime(2025, 1, 1, tzinfo=timezone.utc)})
+    await seed_the_demo_price()
     ws = await connect(alice_session)
     await ws.send_json_to({"type": "send", "content": "tell me about streaming", "model": "demo/assistant"})
     frames = await receive_until_done(ws)
@@ -283,6 +287,7 @@ async def test_it_gives_a_signed_in_user_their_own_conversations(transactional_d
 
 
 async def test_it_names_the_new_conversation_in_start_and_sends_the_figures_in_done(alice_session):
+    await seed_the_demo_price()
     ws = await connect(alice_session)
     await ws.send_json_to({"type": "send", "content": "  A   title\nfrom the first message "})
     frames = await receive_until_done(ws)
@@ -292,7 +297,7 @@ async def test_it_names_the_new_conversation_in_start_and_sends_the_figures_in_d
     record = await UsageRecord.objects.aget(message_id=done["message"])
     assert done["figures"]["model"] == "demo/assistant" and done["figures"]["ttft"] == f"{record.ttft_ms} ms"
     assert done["figures"]["tokens"] == f"{record.prompt_tokens} in · {record.completion_tokens} out"
-    assert done["figures"]["cost"] == "not priced"  # the demo model has no price
+    assert done["figures"]["cost"] == "$0.00"  # the demo model is priced, at exactly nothing
 
 
 async def test_it_sends_no_usage_or_cost_to_whom_chat_show_usage_hides_them(transactional_db, settings):

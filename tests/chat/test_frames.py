@@ -68,4 +68,4 @@ async def test_it_ends_the_reply_as_a_disconnect_when_the_consumer_fails(alice_s
     assert closed is not None and closed["code"] == 1011
     record = await UsageRecord.objects.aget()
     assert record.status == "disconnected"  # not billed as completed, and written
-    assert use_mock.wait_idle(5) and use_mock.stats()["closed_early"] == 1  # the upstream was closed
+    assert await use_mock.await_idle(5) and use_mock.stats()["closed_early"] == 1  # the upstream was closed

@@ -20,18 +20,18 @@ async def send(ws, content="hello"):
 
 async def test_it_refuses_messages_past_the_rate_limit(alice_session, bob_session, settings):
     settings.CHAT_RATE_LIMIT = 2
-    alice = await connect(alice_session)
+    alice_ws = await connect(alice_session)
     for _ in range(2):
-        assert (await send(alice))["type"] == "start"
-        await receive_until_done(alice)
-    refused = await send(alice)
+        assert (await send(alice_ws))["type"] == "start"
+        await receive_until_done(alice_ws)
+    refused = await send(alice_ws)
     assert refused["type"] == "error" and refused["code"] == "rate_limited"
     assert await UsageRecord.objects.acount() == 2
-    bob = await connect(bob_session)  # another person has their own count
-    assert (await send(bob))["type"] == "start"
-    await receive_until_done(bob)
-    await alice.disconnect()
-    await bob.disconnect()
+    bob_ws = await connect(bob_session)  # another person has their own count
+    assert (await send(bob_ws))["type"] == "start"
+    await receive_until_done(bob_ws)
+    await alice_ws.disconnect()
+    await bob_ws.disconnect()
 
 
 async def test_it_refuses_a_person_whose_daily_budget_is_spent(alice_session, bob_session, settings, use_mock):
@@ -40,18 +40,18 @@ async def test_it_refuses_a_person_whose_daily_budget_is_spent(alice_session, bo
     await ModelPrice.objects.acreate(model=model, input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"))
     settings.CHAT_MAX_TOKENS = 100
     settings.CHAT_DAILY_BUDGET_USD = Decimal("0.004")
-    alice = await connect(alice_session)
+    alice_ws = await connect(alice_session)
     for _ in range(2):
-        assert (await send(alice))["type"] == "start"
-        await receive_until_done(alice)
-    refused = await send(alice)  # $0.003 spent + a worst case of $0.0016 does not fit
+        assert (await send(alice_ws))["type"] == "start"
+        await receive_until_done(alice_ws)
+    refused = await send(alice_ws)  # $0.003 spent + a worst case of $0.0016 does not fit
     assert refused["code"] == "budget_exceeded" and "Your daily budget of $0.004" in refused["message"]
     assert use_mock.stats()["requests"] == 2
-    bob = await connect(bob_session)
-    assert (await send(bob))["type"] == "start"
-    await receive_until_done(bob)
-    await alice.disconnect()
-    await bob.disconnect()
+    bob_ws = await connect(bob_session)
+    assert (await send(bob_ws))["type"] == "start"
+    await receive_until_done(bob_ws)
+    await alice_ws.disconnect()
+    await bob_ws.disconnect()
 
 
 def test_it_does_not_let_a_burst_through_twice_across_a_minute_boundary(settings):

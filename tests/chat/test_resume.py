@@ -146,18 +146,18 @@ async def test_it_ends_an_unwatched_reply_when_the_grace_period_ends(alice_sessi
 
 
 async def test_it_keeps_others_out(alice_session, bob_session, slow):
-    alice = await connect(alice_session)
-    await alice.send_json_to({"type": "send", "content": "mine", "model": SLOW})
-    start, _ = await receive_deltas(alice, 1)
-    bob = await connect(bob_session)
-    await bob.send_json_to({"type": "resume", "conversation": start["conversation"],
+    alice_ws = await connect(alice_session)
+    await alice_ws.send_json_to({"type": "send", "content": "mine", "model": SLOW})
+    start, _ = await receive_deltas(alice_ws, 1)
+    bob_ws = await connect(bob_session)
+    await bob_ws.send_json_to({"type": "resume", "conversation": start["conversation"],
                             "have": {str(start["message"]): 0}})
-    assert await bob.receive_json_from(timeout=5) == {
+    assert await bob_ws.receive_json_from(timeout=5) == {
         "type": "resumed", "conversation": start["conversation"], "messages": []}
-    await bob.send_json_to({"type": "stop", "message": start["message"]})
-    frames = await receive_until_done(alice)
+    await bob_ws.send_json_to({"type": "stop", "message": start["message"]})
+    frames = await receive_until_done(alice_ws)
     assert frames[-1]["status"] == "completed"
-    assert await bob.receive_nothing(timeout=0.2)
+    assert await bob_ws.receive_nothing(timeout=0.2)
 
 
 @pytest.mark.parametrize("frame", [

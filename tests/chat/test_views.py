@@ -29,12 +29,12 @@ def conversation_of(client, title="A chat", **fields):
 
 
 @pytest.fixture
-def alice():
+def alice_client():
     return visitor()
 
 
 @pytest.fixture
-def bob():
+def bob_client():
     return visitor()
 
 
@@ -104,10 +104,10 @@ def test_it_needs_csrf_to_make_a_session():
     assert Session.objects.count() == 0
 
 
-def test_it_lists_only_the_visitors_own_conversations(alice, bob):
-    conversation_of(alice, "Alice's plans")
-    conversation_of(bob, "Bob's secrets")
-    page = alice.get("/").content.decode()
+def test_it_lists_only_the_visitors_own_conversations(alice_client, bob_client):
+    conversation_of(alice_client, "Alice's plans")
+    conversation_of(bob_client, "Bob's secrets")
+    page = alice_client.get("/").content.decode()
     assert "Alice&#x27;s plans" in page
     assert "Bob" not in page
 
@@ -119,8 +119,8 @@ def test_it_lists_a_signed_in_users_conversations(client):
     assert "Carol&#x27;s chat" in client.get("/").content.decode()
 
 
-def test_it_renders_a_stored_conversation(alice):
-    chat = conversation_of(alice, "Markdown", model="demo/assistant")
+def test_it_renders_a_stored_conversation(alice_client):
+    chat = conversation_of(alice_client, "Markdown", model="demo/assistant")
     Message.objects.create(conversation=chat, role="user", content="<b>hi</b> there")
     reply = Message.objects.create(conversation=chat, role="assistant", content="# Title\n\n<img src=x onerror=alert(1)>")
     now = timezone.now()
@@ -129,7 +129,7 @@ def test_it_renders_a_stored_conversation(alice):
         completion_tokens=7, cost_usd=Decimal("0.0000156000"), ttft_ms=230, duration_ms=930, started=now, finished=now,
     )
     for url in (f"/c/{chat.pk}/", f"/?c={chat.pk}"):
-        page = alice.get(url).content.decode()
+        page = alice_client.get(url).content.decode()
         assert "&lt;b&gt;hi&lt;/b&gt; there" in page
         assert "<h1>Title</h1>" in page
         assert "<img" not in page
@@ -138,13 +138,13 @@ def test_it_renders_a_stored_conversation(alice):
         assert 'aria-current="page"' in page
 
 
-def test_it_shows_a_stopped_reply_as_stopped_and_one_in_flight_as_streaming(alice):
-    chat = conversation_of(alice)
+def test_it_shows_a_stopped_reply_as_stopped_and_one_in_flight_as_streaming(alice_client):
+    chat = conversation_of(alice_client)
     Message.objects.create(conversation=chat, role="user", content="and again")
     Message.objects.create(conversation=chat, role="assistant", content="Half a rep", status="stopped")
     Message.objects.create(conversation=chat, role="user", content="go on")
     streaming = Message.objects.create(conversation=chat, role="assistant", content="", status="streaming")
-    response = alice.get(f"/c/{chat.pk}/")
+    response = alice_client.get(f"/c/{chat.pk}/")
     assert response.status_code == 200
     page = response.content.decode()
     assert page.count('class="mark stopped"') == 1
@@ -154,26 +154,26 @@ def test_it_shows_a_stopped_reply_as_stopped_and_one_in_flight_as_streaming(alic
     assert '<div class="content markdown streaming"></div>' in page
 
 
-def test_it_keeps_the_page_get_to_a_few_queries(alice):
-    chat = conversation_of(alice)
+def test_it_keeps_the_page_get_to_a_few_queries(alice_client):
+    chat = conversation_of(alice_client)
     for i in range(5):
         Message.objects.create(conversation=chat, role="user", content=f"q{i}")
         Message.objects.create(conversation=chat, role="assistant", content=f"a{i}")
     with CaptureQueriesContext(connection) as queries:
-        alice.get(f"/c/{chat.pk}/")
+        alice_client.get(f"/c/{chat.pk}/")
     assert len(queries) <= 3  # the list, the messages, their usage records
 
 
-def test_it_hides_someone_elses_conversation(alice, bob):
-    theirs = conversation_of(bob, "Bob's secrets")
-    assert alice.get(f"/c/{theirs.pk}/").status_code == 404
-    assert alice.get(f"/?c={theirs.pk}").status_code == 404
+def test_it_hides_someone_elses_conversation(alice_client, bob_client):
+    theirs = conversation_of(bob_client, "Bob's secrets")
+    assert alice_client.get(f"/c/{theirs.pk}/").status_code == 404
+    assert alice_client.get(f"/?c={theirs.pk}").status_code == 404
     assert Client().get(f"/c/{theirs.pk}/").status_code == 404
 
 
-def test_it_renames_for_the_owner(alice):
-    chat = conversation_of(alice, "Old")
-    response = alice.post(f"/c/{chat.pk}/rename/", json.dumps({"title": "  New\n  name "}),
+def test_it_renames_for_the_owner(alice_client):
+    chat = conversation_of(alice_client, "Old")
+    response = alice_client.post(f"/c/{chat.pk}/rename/", json.dumps({"title": "  New\n  name "}),
                           content_type="application/json")
     assert response.status_code == 200
     assert response.json() == {"id": chat.pk, "title": "New name"}
@@ -181,49 +181,49 @@ def test_it_renames_for_the_owner(alice):
     assert chat.title == "New name"
 
 
-def test_it_renames_from_a_form(alice):
-    chat = conversation_of(alice, "Old")
-    assert alice.post(f"/c/{chat.pk}/rename/", {"title": "Formed"}).status_code == 200
+def test_it_renames_from_a_form(alice_client):
+    chat = conversation_of(alice_client, "Old")
+    assert alice_client.post(f"/c/{chat.pk}/rename/", {"title": "Formed"}).status_code == 200
     chat.refresh_from_db()
     assert chat.title == "Formed"
 
 
-def test_it_refuses_an_empty_title(alice):
-    chat = conversation_of(alice, "Old")
-    response = alice.post(f"/c/{chat.pk}/rename/", {"title": "   "})
+def test_it_refuses_an_empty_title(alice_client):
+    chat = conversation_of(alice_client, "Old")
+    response = alice_client.post(f"/c/{chat.pk}/rename/", {"title": "   "})
     assert response.status_code == 400
     chat.refresh_from_db()
     assert chat.title == "Old"
 
 
-def test_it_does_not_rename_someone_elses(alice, bob):
-    theirs = conversation_of(bob, "Bob's")
-    response = alice.post(f"/c/{theirs.pk}/rename/", {"title": "Mine now"})
+def test_it_does_not_rename_someone_elses(alice_client, bob_client):
+    theirs = conversation_of(bob_client, "Bob's")
+    response = alice_client.post(f"/c/{theirs.pk}/rename/", {"title": "Mine now"})
     assert response.status_code == 404
     theirs.refresh_from_db()
     assert theirs.title == "Bob's"
 
 
-def test_it_deletes_for_the_owner(alice):
-    chat = conversation_of(alice)
+def test_it_deletes_for_the_owner(alice_client):
+    chat = conversation_of(alice_client)
     Message.objects.create(conversation=chat, role="user", content="bye")
-    response = alice.post(f"/c/{chat.pk}/delete/")
+    response = alice_client.post(f"/c/{chat.pk}/delete/")
     assert response.status_code == 200
     assert not Conversation.objects.filter(pk=chat.pk).exists()
     assert not Message.objects.exists()
 
 
-def test_it_does_not_delete_someone_elses(alice, bob):
-    theirs = conversation_of(bob)
-    assert alice.post(f"/c/{theirs.pk}/delete/").status_code == 404
+def test_it_does_not_delete_someone_elses(alice_client, bob_client):
+    theirs = conversation_of(bob_client)
+    assert alice_client.post(f"/c/{theirs.pk}/delete/").status_code == 404
     assert Client().post(f"/c/{theirs.pk}/delete/").status_code == 404
     assert Conversation.objects.filter(pk=theirs.pk).exists()
 
 
-def test_it_only_changes_conversations_by_post(alice):
-    chat = conversation_of(alice)
-    assert alice.get(f"/c/{chat.pk}/delete/").status_code == 405
-    assert alice.get(f"/c/{chat.pk}/rename/").status_code == 405
+def test_it_only_changes_conversations_by_post(alice_client):
+    chat = conversation_of(alice_client)
+    assert alice_client.get(f"/c/{chat.pk}/delete/").status_code == 405
+    assert alice_client.get(f"/c/{chat.pk}/rename/").status_code == 405
     assert Conversation.objects.filter(pk=chat.pk).exists()
 
 
@@ -262,8 +262,8 @@ def test_it_shows_token_counts_and_cost_only_to_whom_chat_show_usage_says(client
         assert (figure in transcript) is shown, figure
 
 
-def test_it_renders_the_templates_the_page_clones(alice):
-    page = alice.get("/").content.decode()
+def test_it_renders_the_templates_the_page_clones(alice_client):
+    page = alice_client.get("/").content.decode()
     for template in ("user-template", "reply-template", "figures-template", "conversation-template"):
         assert f'<template id="{template}">' in page
     reply = page.split('<template id="reply-template">', 1)[1].split("</template>", 1)[0]
@@ -273,5 +273,5 @@ def test_it_renders_the_templates_the_page_clones(alice):
 
 
 @pytest.mark.parametrize("chosen", ["²", "٣x", "-1", "1e3", "9" * 30])
-def test_it_treats_a_conversation_parameter_that_is_not_an_id_as_none(alice, chosen):
-    assert alice.get("/", {"c": chosen}).status_code in (200, 404)
+def test_it_treats_a_conversation_parameter_that_is_not_an_id_as_none(alice_client, chosen):
+    assert alice_client.get("/", {"c": chosen}).status_code in (200, 404)

@@ -78,17 +78,21 @@ def check_rate(scope, who, limit, now, model, message):
     """
     minute, elapsed = divmod(now, 60)
     prefix = f"chat:rate:{scope}:{budgets.who_hash(who)}:"
-    key = f"{prefix}{int(minute)}"
-    cache.add(key, 0, timeout=150)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=150)
-        count = 1
+    count = add_one(f"{prefix}{int(minute)}", timeout=150)
     previous = cache.get(f"{prefix}{int(minute) - 1}") or 0
     if count + previous * (1 - elapsed / 60) > limit:
         count_once(Refusal.Kind.RATE_LIMITED, scope, who, model)
         raise Refused(message, "rate_limited", scope, who)
+
+
+def add_one(key, timeout):
+    """Add one to the cache counter `key` (kept `timeout` seconds, shared by every process); return its count."""
+    cache.add(key, 0, timeout=timeout)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=timeout)
+        return 1
 
 
 def count_refusal(kind, scope, who, model="", channel="ws"):
@@ -152,8 +156,8 @@ def actual_cost(reservation, record):
     return (record.prompt_tokens + record.completion_tokens) * rate / MILLION
 
 
-def count_once(kind, scope, who, model=""):
+def count_once(kind, scope, who, model="", channel="ws"):
     """Count a refusal at most once per scope, who and minute (for refusals an attacker can repeat freely)."""
     minute = int(datetime.now(timezone.utc).timestamp()) // 60
-    if cache.add(f"chat:refused:{kind}:{scope}:{budgets.who_hash(who)}:{minute}", 1, timeout=90):
-        count_refusal(kind, scope, who, model)
+    if cache.add(f"chat:refused:{channel}:{kind}:{scope}:{budgets.who_hash(who)}:{minute}", 1, timeout=90):
+        count_refusal(kind, scope, who, model, channel)

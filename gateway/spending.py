@@ -9,7 +9,6 @@ in parallel, on any number of processes, cannot together spend past either.
 from datetime import datetime, time, timedelta, timezone
 
 from django.conf import settings
-from django.core.cache import cache
 
 from billing import budgets
 from billing.models import ModelPrice, Refusal
@@ -17,27 +16,15 @@ from chat import limits
 from gateway.errors import ApiError
 
 
-def count_refusal(kind, scope, who, model):
-    """Leave one refusal row per scope, who and minute, with channel `api` (a refused client may retry in a loop)."""
-    minute = int(datetime.now(timezone.utc).timestamp()) // 60
-    if cache.add(f"gateway:refused:{kind}:{scope}:{budgets.who_hash(who)}:{minute}", 1, timeout=90):
-        limits.count_refusal(kind, scope, who, model, channel="api")
-
-
 def check_rate(api_key, model="", now=None):
     """Count this request in the key's current minute; refuse (429) past its rate limit."""
     if not api_key.rate_limit:
         return
     now = now or datetime.now(timezone.utc)
-    counter = f"gateway:rate:{api_key.pk}:{int(now.timestamp()) // 60}"
-    cache.add(counter, 0, timeout=90)
-    try:
-        count = cache.incr(counter)
-    except ValueError:  # expired between add and incr
-        cache.set(counter, 1, timeout=90)
-        count = 1
+    count = limits.add_one(f"gateway:rate:{api_key.pk}:{int(now.timestamp()) // 60}", timeout=90)
     if count > api_key.rate_limit:
-        count_refusal(Refusal.Kind.RATE_LIMITED, "apikey", str(api_key.pk), model)
+        # Once per key and minute, as every refusal here: a refused client may retry in a loop.
+        limits.count_once(Refusal.Kind.RATE_LIMITED, "apikey", str(api_key.pk), model, channel="api")
         raise ApiError(429, f"Rate limit reached: this key may make {api_key.rate_limit} requests a minute.",
                        "rate_limit_exceeded", retry_after=60 - int(now.timestamp()) % 60)
 
@@ -65,7 +52,7 @@ def reserve(api_key, model, worst_tokens, now=None):
     try:
         return budgets.reserve(limited, price.cost(*worst_tokens))
     except budgets.BudgetExceeded as exc:
-        count_refusal(Refusal.Kind.BUDGET_EXCEEDED, exc.scope.kind, exc.scope.key, model)
+        limits.count_once(Refusal.Kind.BUDGET_EXCEEDED, exc.scope.kind, exc.scope.key, model, channel="api")
         now = now or datetime.now(timezone.utc)
         reset = datetime.combine(now.date(), time.min, timezone.utc) + timedelta(days=1)
         raise ApiError(429, str(exc), "insufficient_quota",

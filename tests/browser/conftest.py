@@ -5,7 +5,6 @@ same file through the ORM (`orm` fixture), so the tests check outcomes where the
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.live_orm import live_database
+from tests.processes import free_port, in_ci, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -39,10 +39,6 @@ TIMEOUT_MS = 30_000  # the machine is shared and slow: wait generously, assert o
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-def in_ci():
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="package")
 def chromium():
     """Return the browser's path, installing it with scripts/install-browser if needed."""
@@ -64,12 +60,6 @@ def mock():
     upstream.start_in_thread()
     yield upstream
     upstream.stop()
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="package")
@@ -118,12 +108,7 @@ class LiveServer:
 
     def stop(self):
         """Stop the server (its open websockets drop)."""
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop(self.process)
 
 
 @pytest.fixture(scope="package")
@@ -231,14 +216,3 @@ def wait_for_reply(tab, status="completed"):
     reply = last_reply(tab)
     expect(reply).to_have_attribute("data-status", status, timeout=TIMEOUT_MS)
     return reply
-
-
-def wait_for(read, timeout=20.0, what="a condition"):
-    """Poll `read()` until it returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = read()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

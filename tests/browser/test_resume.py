@@ -7,7 +7,8 @@ from playwright.sync_api import expect
 
 from billing.models import AbandonmentEvent, UsageRecord
 from chat.models import Message
-from tests.browser.conftest import FAST, GRACE_S, LONG, RESUME, TIMEOUT_MS, last_reply, open_chat, send, wait_for, wait_for_reply
+from tests.browser.conftest import FAST, GRACE_S, LONG, RESUME, TIMEOUT_MS, last_reply, open_chat, send, wait_for_reply
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.browser
 

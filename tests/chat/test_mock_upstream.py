@@ -15,6 +15,7 @@ from chat.providers import TOKEN
 from chat.sse import SSEDecoder
 from tests.conftest import connect, receive_until_done
 from tests.mock_fixtures import allow
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -413,13 +414,7 @@ def test_it_runs_as_a_management_command():
         response = httpx.post(base + "/v1/chat/completions", json=openai("gpt-4.1-mini", stream=False), timeout=30)
         assert len(response.json()["choices"][0]["message"]["content"].split()) == 3
     finally:
-        # SIGTERM, not SIGINT: a shell that started us with SIGINT ignored passes that on to the child.
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process, timeout=10)
         process.stdout.close()
 
 

@@ -6,7 +6,6 @@ the server keeps them.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.live_orm import live_database
+from tests.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = "mock/gpt-4.1-mini"
@@ -27,12 +27,6 @@ NO_USAGE = "mock/x+fault=no_usage"
 FAILING = "mock/x+fault=500"
 STALLING = "mock/x+fault=stall_first"
 MODELS = [FAST, ANTHROPIC, SLOW, PRICEY, NO_USAGE, FAILING, STALLING]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_env(database, mock_base):
@@ -71,12 +65,7 @@ def api_server(mock_upstream, database, tmp_path_factory):
         wait_until_up(url, process, log_path)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop(process)
 
 
 def wait_until_up(url, process, log_path, timeout=90):
@@ -135,14 +124,3 @@ def client(api_url, key, **options):
     from openai import OpenAI
 
     return OpenAI(base_url=api_url + "/v1", api_key=key, max_retries=0, timeout=30, **options)
-
-
-def wait_for(read, timeout=20.0, what="a condition"):
-    """Poll `read()` until it returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = read()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -4,13 +4,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.gateway.conftest import ROOT, server_env, wait_for
+from tests.gateway.conftest import ROOT, server_env
+from tests.processes import wait_for
 
 NORMAL = "mock/gpt-4.1-mini+gap=15+tokens=20"
 RECOVERS = ["mock/x+fault=500x3", "mock/x+fault=429x3+retry_after=0.05"]  # fail more often than the provider retries

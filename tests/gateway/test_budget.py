@@ -4,7 +4,8 @@ import asyncio
 from decimal import Decimal
 
 import openai
-from tests.gateway.conftest import PRICEY, wait_for
+from tests.gateway.conftest import PRICEY
+from tests.processes import wait_for
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 

@@ -7,7 +7,8 @@ import openai
 import pytest
 
 from chat.mock_upstream.plan import WORDS
-from tests.gateway.conftest import ANTHROPIC, FAILING, FAST, NO_USAGE, SLOW, STALLING, client, wait_for
+from tests.gateway.conftest import ANTHROPIC, FAILING, FAST, NO_USAGE, SLOW, STALLING, client
+from tests.processes import wait_for
 
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
 

@@ -8,7 +8,6 @@ with a plain database connection, so the tests check outcomes where they are sto
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,18 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_port, in_ci
+
 ROOT = Path(__file__).resolve().parents[2]
 DAPHNE = [sys.executable, "-m", "chatsite.serve"]  # daphne on uvloop, as served in production
-
-
-def in_ci():
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def services_or_skip(postgres_url, redis_url):

@@ -16,13 +16,13 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
 from chat.mock_upstream import MockUpstream
-from tests.live.servers import ROOT, free_port, in_ci, migrate, server_env
+from tests.live.servers import ROOT, migrate, server_env
+from tests.processes import free_port, in_ci, stop
 from tests.test_deploy import documented_environment
 
 NGINX = "/usr/sbin/nginx"
@@ -76,17 +76,9 @@ def wait_for_port(port, process, log, timeout=60):
     pytest.fail(f"nothing listens on {port} after {timeout} s:\n{log.read_text(errors='replace')}")
 
 
-def stop(process):
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-
-
 @pytest.fixture(scope="module")
 def upstream():
+    """A mock of this module's own (not the package's): no stream of another module's ends in its counts."""
     mock = MockUpstream(ttft_ms=20, gap_ms=10, tokens=8)
     mock.start_in_thread()
     yield mock

@@ -10,8 +10,9 @@ from playwright.sync_api import expect
 from billing.models import AbandonmentEvent, UsageRecord
 from chat.models import Conversation, Message
 from tests.browser.conftest import (
-    FAST, FAULT, MARKDOWN, ROOT, SLOW, TIMEOUT_MS, XSS, last_reply, open_chat, send, wait_for, wait_for_reply,
+    FAST, FAULT, MARKDOWN, ROOT, SLOW, TIMEOUT_MS, XSS, last_reply, open_chat, send, wait_for_reply,
 )
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.browser
 

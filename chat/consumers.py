@@ -9,7 +9,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import caps, limits, markdown, protocol, replies, signouts, turns
+from chat import caps, follows, limits, markdown, protocol, replies, signouts, turns
 from chat.addresses import client_address
 from chat.relay import Generation
 from chat.turns import Owner
@@ -35,6 +35,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     listener = None
     socket_ticket = None
     max_inflight = None  # the person's own cap (UserLimits), when they have one
+    following = None  # the conversation this socket's page shows (`follow`), told of replies started elsewhere
 
     async def connect(self):
         """Called when a WebSocket connection is opened: accept a person with a session or an account."""
@@ -90,6 +91,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.stop(frame["message"])
         if frame["type"] == "resume":
             return await self.resume(frame["conversation"], frame["have"])
+        if frame["type"] == "follow":
+            return await self.follow(frame["conversation"])
         if self.in_flight:
             return await self.send_error(protocol.ProtocolError(
                 "A reply is already being generated; stop it or wait for it.", "busy"))
@@ -128,6 +131,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             elif (layer := replies.shared_layer()) is not None:
                 await layer.group_send(replies.group_of(target),
                                        {"type": "reply.stop", "message": target, "owner": self.owner.key})
+
+    # --- follow -------------------------------------------------------------------------------
+
+    async def follow(self, conversation_id):
+        """Hear of the replies started in the person's conversation from now on (None: in none)."""
+        if conversation_id is not None and not await turns.owns(self.owner, conversation_id):
+            await self.send_error(protocol.ProtocolError("No such conversation.", "not_found"))
+            conversation_id = None
+        if conversation_id == self.following:
+            return
+        if self.following is not None:
+            follows.unfollow(self, self.following, replies.Hub.get())
+        self.following = conversation_id
+        if conversation_id is not None:
+            follows.follow(self, conversation_id, replies.Hub.get())
 
     # --- resume -------------------------------------------------------------------------------
 
@@ -174,7 +192,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Ask the process producing `message_id` to send it here from frame `after` on."""
         layer = replies.shared_layer()
         if self.channel is None:
-            self.channel = await layer.new_channel("chat-watch.")
+            self.channel = await layer.new_channel(replies.CHANNEL_PREFIX)
             self.listener = asyncio.get_running_loop().create_task(self.listen(layer))
         self.watched[message_id] = None
         timer = asyncio.get_running_loop().call_later(
@@ -229,6 +247,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.socket_ticket is not None:
             caps.close_socket(self.socket_ticket)
             self.socket_ticket = None
+        if self.following is not None:
+            follows.unfollow(self, self.following, replies.Hub.get())
+            self.following = None
         ending = []
         for message_id, generation in getattr(self, "watched", {}).items():
             if generation is not None:

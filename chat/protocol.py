@@ -52,8 +52,10 @@ def parse(text):
         return {"type": "stop", "message": _optional_id(frame, "message")}
     if kind == "resume":
         return {"type": "resume", **_resume_fields(frame)}
+    if kind == "follow":
+        return {"type": "follow", "conversation": _optional_id(frame, "conversation")}
     if kind != "send":
-        raise FrameError(f"Unknown frame type {kind!r}: expected 'send', 'stop' or 'resume'.")
+        raise FrameError(f"Unknown frame type {kind!r}: expected 'send', 'stop', 'resume' or 'follow'.")
     return {"type": "send", **_send_fields(frame)}
 
 
@@ -166,6 +168,12 @@ def catchup(conversation, message, model, after, seq, text):
 def resumed(conversation, messages):
     """Return the `resumed` frame that ends the answer to `resume`: the replies now watched."""
     return json.dumps({"type": "resumed", "conversation": conversation, "messages": messages})
+
+
+def reply(conversation, message, model, content):
+    """Return the `reply` frame: another socket of the person's started reply `message` after `content`."""
+    return json.dumps({"type": "reply", "conversation": conversation, "message": message, "model": model,
+                       "content": content})
 
 
 def error(code, message, ref=None):

@@ -5,7 +5,8 @@ same person that resumed it since (a reload, a reconnect, a second tab). A watch
 is a direct ASGI send; one on another process is a channel-layer channel, fed by a queue and a task
 of its own so the relay never waits for Redis. Each process answers for the replies it produces
 through one channel of its own (the Hub), in the group `reply.<message id>` of each: only with a
-layer shared between processes (channels-redis), and only two layer calls per reply.
+layer shared between processes (channels-redis), and only three layer calls per reply (join,
+announce to the followers of its conversation (chat.follows), leave).
 """
 
 import asyncio
@@ -15,11 +16,18 @@ import sys
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
-from chat import protocol
+from chat import follows, protocol
 
 log = logging.getLogger(__name__)
 
 in_flight = {}  # message id -> the Generation producing it on this process
+
+# Every channel this process receives on (its hub, its watching sockets, its sign-out listener) has
+# the same prefix. channels-redis lets one receive at a time read Redis for all of a layer's channels,
+# but reads only the key of its own channel's prefix: a receive on "a.…!x" that holds that turn blocks
+# for good a receive on "b.…!y", whose messages wait in another key. (This is what broke watching a
+# reply on another process once that process had a hub of its own.)
+CHANNEL_PREFIX = "specific"  # channels-redis's default, so Channels' own consumer channels would share it too
 
 
 def group_of(message_id):
@@ -169,15 +177,19 @@ def shared_layer():
 
 
 class Hub:
-    """This process's answers about its replies in flight: resume, stop, unwatch (one per event loop)."""
+    """This process's answers about its replies in flight (resume, stop, unwatch), and its ear for the
+    replies started elsewhere in the conversations its sockets follow (one per event loop)."""
 
     _hubs = {}
+    REJOIN_S = 3600  # group membership expires on channels-redis (a day by default): renew it hourly
 
     def __init__(self, loop, layer):
         self.loop, self.layer = loop, layer
         self.channel = None
         self.ready = None
         self.task = None
+        self.followed = {}  # conversation id -> loop time its group was last joined
+        self.membership = asyncio.Lock()  # group adds and discards in the order their follows came
 
     @classmethod
     def get(cls):
@@ -193,7 +205,7 @@ class Hub:
         return hub
 
     async def open(self):
-        self.channel = await self.layer.new_channel("reply-hub.")
+        self.channel = await self.layer.new_channel(CHANNEL_PREFIX)
         self.task = self.loop.create_task(self.listen())
 
     async def join(self, message_id):
@@ -211,8 +223,42 @@ class Hub:
         except Exception:  # noqa: BLE001 - the group expires by itself
             log.exception("cannot withdraw reply %s from the channel layer", message_id)
 
+    async def announce(self, generation):
+        """Answer for `generation` from now on, then tell the other processes' followers of its conversation."""
+        await self.join(generation.turn.message_id)
+        message = {**follows.announcement(generation), "origin": self.channel}
+        try:
+            await self.layer.group_send(follows.group_of(generation.turn.conversation_id), message)
+        except Exception:  # noqa: BLE001 - followers elsewhere see the reply when they next resume
+            log.exception("cannot announce reply %s to its conversation", generation.turn.message_id)
+
+    def follow(self, conversation_id):
+        """Join or leave `conversation_id`'s group, as this process's followers of it now need."""
+        self.loop.create_task(self.sync(conversation_id))
+
+    async def sync(self, conversation_id):
+        group = follows.group_of(conversation_id)
+        async with self.membership:
+            try:
+                await self.ready
+                if conversation_id in follows.followers:
+                    await self.layer.group_add(group, self.channel)  # again on every follow: renews it
+                    self.followed[conversation_id] = self.loop.time()
+                elif self.followed.pop(conversation_id, None) is not None:
+                    await self.layer.group_discard(group, self.channel)
+            except Exception:  # noqa: BLE001 - followers here see replies started elsewhere when they resume
+                log.exception("cannot follow conversation %s on the channel layer", conversation_id)
+
+    def renew(self):
+        """Join again the groups joined over REJOIN_S ago (channels-redis forgets members after a day)."""
+        now = self.loop.time()
+        for conversation_id, joined in list(self.followed.items()):
+            if now - joined > self.REJOIN_S:
+                self.follow(conversation_id)
+
     async def listen(self):
         while True:
+            self.renew()
             try:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
@@ -229,6 +275,10 @@ class Hub:
     def handle(self, message):
         generation = in_flight.get(message.get("message"))
         kind = message.get("type")
+        if kind == "conversation.reply":
+            if message.get("origin") != self.channel:  # this process told its own followers at once
+                follows.tell(message)
+            return
         if kind == "reply.unwatch":
             if generation is not None:
                 generation.detach_remote(message["reply_to"])
@@ -247,13 +297,15 @@ class Hub:
 
 
 def register(generation):
-    """Make a reply findable while it is in flight (this process; others through the hub)."""
+    """Make a reply findable while it is in flight (this process; others through the hub), and tell
+    the pages that show its conversation (chat.follows) that it started."""
     in_flight[generation.turn.message_id] = generation
     watch_for_shutdown()
+    follows.tell(follows.announcement(generation), started_by=generation)
     hub = Hub.get()
     if hub is not None:
         generation.hub = hub
-        hub.loop.create_task(hub.join(generation.turn.message_id))
+        hub.loop.create_task(hub.announce(generation))
 
 
 def unregister(generation):

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from chat.replies import shared_layer
+from chat.replies import CHANNEL_PREFIX, shared_layer
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def signed_out(user_id):
 
 async def listen(layer):
     """Close the sockets named by each sign-out sent to GROUP, for as long as the process runs."""
-    channel = await layer.new_channel("chat-signouts.")
+    channel = await layer.new_channel(CHANNEL_PREFIX)
     joined = None  # loop time of the last group_add
     while True:
         try:

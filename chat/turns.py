@@ -207,6 +207,12 @@ def replies_of(owner, conversation_id, message_ids):
 
 
 @database_sync_to_async
+def owns(owner, conversation_id):
+    """Return whether the conversation is the person's."""
+    return Conversation.objects.owned_by(owner.user, owner.visitor).filter(pk=conversation_id).exists()
+
+
+@database_sync_to_async
 def stored_of(owner, message_id):
     """Return a finished reply of the person's as Stored, or None while it is still streaming."""
     conversations = Conversation.objects.owned_by(owner.user, owner.visitor)

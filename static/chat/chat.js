@@ -312,6 +312,7 @@ function received(frame) {
   if (frame.type === "error") return failed(frame);
   if (frame.type === "catchup") return caughtUp(frame);
   if (frame.type === "resumed") return resumed(frame);
+  if (frame.type === "reply") return announced(frame);
 }
 
 function started(frame) {
@@ -323,6 +324,7 @@ function started(frame) {
   if (conversation !== frame.conversation) {
     conversation = frame.conversation;
     main.dataset.conversation = conversation;
+    showing();
     sidebar.add(conversation, frame.title); // the server's title (Conversation.title_from)
     const url = main.dataset.conversationUrl.replace("/0/", `/${conversation}/`);
     history.replaceState(null, "", url);
@@ -357,12 +359,32 @@ function caughtUp(frame) {
   if (conversation !== frame.conversation) {
     conversation = frame.conversation;
     main.dataset.conversation = conversation;
+    showing();
   }
   const text = replies.catchup(frame);
   if (text === null) return resume();
   if (turn.state === "stopping" || !text) return updateControls();
   turn.reply.append(text);
   updateControls();
+}
+
+// Another tab or device of the person's started a reply in this conversation: show its message, and
+// watch the reply live (its `catchup` answers the `resume`). A page busy with its own reply leaves
+// it for the next reload.
+function announced(frame) {
+  if (frame.conversation !== conversation || turn !== null || replies.seen.has(frame.message)) return;
+  const userEl = addUserMessage(frame.content);
+  turn = { item: null, model: frame.model, userEl, state: "waiting", reply: adoptReply(frame.message),
+           messageId: frame.message, error: null, stopTimer: null };
+  replies.track(frame.message);
+  sidebar.touch(conversation);
+  resume();
+  updateControls();
+}
+
+// Tell the server which conversation this page shows, to hear of the replies other tabs start in it.
+function showing() {
+  connection.send({ type: "follow", conversation });
 }
 
 // The server has answered a `resume`: a reply it no longer knows of cannot be waited for.
@@ -455,6 +477,7 @@ function showConnection(state, delay) {
   if (delay !== undefined) text += ` in ${Math.max(1, Math.round(delay / 1000))} s…`;
   indicator.querySelector(".connection-text").textContent = text;
   if (state === "open") {
+    if (conversation !== null) showing();
     if (turn !== null || replies.seen.size) resume();
     pump();
   }
@@ -483,6 +506,7 @@ function startOver({ keepTranscript = false } = {}) {
   main.dataset.conversation = "";
   history.replaceState(null, "", "/");
   document.title = "chatsite";
+  showing();
   if (keepTranscript) return;
   transcript.querySelectorAll(".message").forEach((node) => node.remove());
   welcome.hidden = false;

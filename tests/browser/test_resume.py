@@ -7,7 +7,9 @@ from playwright.sync_api import expect
 
 from billing.models import AbandonmentEvent, UsageRecord
 from chat.models import Message
-from tests.browser.conftest import FAST, GRACE_S, LONG, RESUME, TIMEOUT_MS, last_reply, open_chat, send, wait_for_reply
+from tests.browser.conftest import (
+    FAST, GRACE_S, LONG, RESUME, TIMEOUT_MS, assert_clean, last_reply, open_chat, send, wait_for_reply, watched,
+)
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.browser
@@ -114,6 +116,40 @@ def test_it_shows_the_reply_live_in_a_second_tab_whose_stop_stops_both(page, con
     stored = Message.objects.get(pk=message_id).content
     for tab in (page, other):
         assert screen_text(tab).strip() == stored.strip()
+    other.close()
+
+
+def test_it_shows_a_reply_started_in_another_tab_live_in_a_tab_already_open_whose_stop_stops_both(
+        page, context, mock):
+    send(page, "a conversation")
+    wait_for_reply(page)
+    other = watched(context.new_page())
+    open_chat(other, page.url)  # both tabs show the conversation before the reply starts
+    expect(other.locator("#connection")).to_have_attribute("data-state", "open")
+    send(page, "watch me from there", RESUME)
+    expect(other.locator(".message.user .content").last).to_have_text("watch me from there")
+    message_id = reply_id(page)
+    mirror = other.locator(f'.message.assistant[data-id="{message_id}"]')
+    expect(mirror).to_have_attribute("data-status", "streaming")
+    samples = []
+    while len({len(s) for s in samples}) < 3:  # seen growing, live, three times
+        assert len(samples) < 300, f"the other tab's reply does not grow: {samples[-3:]}"
+        samples.append(screen_text(other))
+        other.wait_for_timeout(50)
+    other.get_by_role("button", name="Stop").click()
+    for tab in (other, page):
+        wait_for_reply(tab, "stopped")
+        expect(tab.get_by_role("button", name="Stop")).to_be_hidden()
+    assert mock.wait_idle(10)
+    record = UsageRecord.objects.get(message_id=message_id)
+    assert record.status == "stopped" and AbandonmentEvent.objects.get(record=record).reason == "stop"
+    assert sent_by_mock(mock, "watch me from there")["status"] == "closed_early"
+    stored = Message.objects.get(pk=message_id).content
+    for tab in (page, other):
+        assert screen_text(tab).strip() == stored.strip()
+        assert_clean(tab)
+    for sample in samples:
+        assert stored.startswith(sample.strip()), "the other tab showed a gap or a duplicate"
     other.close()
 
 

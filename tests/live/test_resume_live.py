@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from tests.live.client import Chat, new_session
-from tests.live.conftest import MODELS, SETTINGS, SLOW
+from tests.live.conftest import FAST, MODELS, SETTINGS, SLOW
 from tests.live.servers import Server, server_env
 
 LONG = "mock/long+ttft=50+gap=40+tokens=400"  # sixteen seconds: outlasts CHAT_SHUTDOWN_TIMEOUT
@@ -75,6 +75,33 @@ def test_it_lets_a_socket_on_another_process_watch_and_stop_the_reply(two_proces
     stranger.send(type="resume", conversation=start["conversation"], have={str(start["message"]): 0})
     assert stranger.until("resumed")[-1]["messages"] == []
     for chat in (producer, watcher, stranger):
+        chat.close()
+
+
+@pytest.mark.services
+def test_it_tells_a_page_on_another_process_of_a_reply_started_in_its_conversation(two_processes, upstream):
+    one, two = two_processes.servers
+    session = new_session(one)
+    sender = Chat(one, session)
+    sender.send(type="send", content="open a conversation", model=FAST)
+    conversation = sender.until("done")[0]["conversation"]
+    follower = Chat(two, session)
+    follower.send(type="follow", conversation=conversation)
+    assert follower.quiet(0.5) == []  # let process two's hub join the conversation's group
+    sender.send(type="send", content="told across processes", model=SLOW, conversation=conversation)
+    start = deltas(sender, 1)[0]
+    told = follower.receive(timeout=10)
+    assert told == {"type": "reply", "conversation": conversation, "message": start["message"], "model": SLOW,
+                    "content": "told across processes"}
+    follower.send(type="resume", conversation=conversation, have={str(start["message"]): 0})
+    frames = follower.until("catchup", timeout=20)
+    frames.append(follower.receive())
+    assert frames[-1]["type"] in ("resumed", "delta"), frames
+    follower.send(type="stop", message=start["message"])
+    for chat in (follower, sender):
+        assert chat.until("done", timeout=20)[-1]["status"] == "stopped"
+    assert two_processes.store.wait_record(start["message"])[0][0] == "stopped"
+    for chat in (sender, follower):
         chat.close()
 
 

@@ -28,7 +28,9 @@ async def connect(session_key=None, *, origin=b"http://localhost", client=None):
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
     if client is not None:
         communicator.scope["client"] = list(client)
-    connected, _ = await communicator.connect()
+    # Channels' default is one second; the handshake's session and user lookups queue on the one
+    # database thread behind every other socket's, which a loaded machine (or a soak) takes longer over.
+    connected, _ = await communicator.connect(timeout=10)
     assert connected
     return communicator
 

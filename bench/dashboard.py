@@ -1,10 +1,12 @@
-"""Time the billing dashboard over a large usage table: the whole view, then each figure alone.
+"""Time the billing dashboard over a large usage table: cold and warm, the whole view, then each part alone.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/chatsite_billing SECRET_KEY=x \
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/chatsite_console_bench SECRET_KEY=x \
         .venv/bin/python bench/dashboard.py --rounds 5 --period 7d --period 30d
 
-Each round renders the page as a superuser would get it (the view, its queries and its template) and
-times it; the figures are then timed one by one. Medians of the rounds, in milliseconds.
+For each period: the roll-up of its past days is emptied and the page rendered once (cold: it sums those
+days from the records), then rendered `rounds` times (warm: it reads the roll-up, and today from the
+records); the view, its queries and its template, as a superuser gets it. The parts are then timed one by
+one. Medians of the rounds, in milliseconds.
 """
 
 import argparse
@@ -26,8 +28,8 @@ from django.db import connection  # noqa: E402
 from django.test import RequestFactory  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from billing import abandonment, dashboard, reports, savings  # noqa: E402
-from billing.models import UsageRecord  # noqa: E402
+from billing import dashboard, rollup  # noqa: E402
+from billing.models import RollupDay, UsageRecord  # noqa: E402
 from billing.views import dashboard_view  # noqa: E402
 
 
@@ -52,28 +54,37 @@ def main():
     for since in args.period or ["7d", "30d"]:
         request = RequestFactory().get("/admin/billing/dashboard/", {"since": since})
         request.user = staff
+        filters = dashboard.Filters.from_query({"since": since})
+        RollupDay.objects.filter(day__gte=filters.start.date()).delete()
+        cold, _ = timed(lambda: dashboard_view(request).content, 1)
         with CaptureQueriesContext(connection) as queries:
             response = dashboard_view(request)
         assert response.status_code == 200, response.status_code
         ms, _ = timed(lambda: dashboard_view(request).content, args.rounds)
-        filters = dashboard.Filters.from_query({"since": since})
         records = filters.records()
         selected = records.count()
-        print(f"\n--since {since}: {selected} records in the period; whole page {ms:.0f} ms, {len(queries)} queries")
-        if connection.vendor == "postgresql":
-            connection.cursor().execute("SET work_mem = '64MB'")  # as dashboard.figures sets it for its transaction
-        medians = {m: (p[2],) for m, p in dashboard.percentiles(records).items()}
+        live = records.filter(started__gte=rollup.closed_until())
+        print(f"\n--since {since}: {selected} records in the period, {live.count()} of them read live; "
+              f"whole page cold {cold:.0f} ms, warm {ms:.0f} ms ({len(queries)} queries)")
+        sums = rollup.gather(filters)
         parts = {
-            "one scan: day x model x status x bins": lambda: dashboard.scan(records),
-            "percentiles (ttft, reply length)": lambda: dashboard.percentiles(records),
-            "abandonment events": lambda: abandonment.by_first_token_wait(records=records, requests={}),
-            "top people": lambda: dashboard.top_people(records),
-            "savings: replies cut short": lambda: savings.savings(records=records, medians=medians),
-            "reconciliation": lambda: reports.reconcile(records=records),
+            "live days: six grouped queries": lambda: rollup.summed(live),
+            "roll-up and live, gathered": lambda: rollup.gather(filters),
+            "percentiles (exact)": lambda: dashboard.percentiles(records, sums),
+            "top people": lambda: dashboard.top_people(sums),
             "refusals": lambda: dashboard.refusals(filters),
         }
         for name, function in parts.items():
-            print(f"  {name:30s} {timed(function, args.rounds)[0]:7.0f}")
+            print(f"  {name:32s} {timed(function, args.rounds)[0]:7.0f}")
+    since = (args.period or ["7d", "30d"])[-1]
+    user = UsageRecord.objects.exclude(user=None).order_by().values_list("user__username", flat=True).first()
+    visitor = UsageRecord.objects.filter(user=None).order_by().values_list("visitor", flat=True).first()
+    for person in [user, f"visitor:{(visitor or '')[:8]}"]:
+        request = RequestFactory().get("/admin/billing/dashboard/", {"since": since, "person": person})
+        request.user = staff
+        ms, _ = timed(lambda: dashboard_view(request).content, args.rounds)
+        selected = dashboard.Filters.from_query({"since": since, "person": person}).records().count()
+        print(f"\n--since {since} --person {person}: {selected} records, all read live; whole page {ms:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,13 @@ def by_first_token_wait(start=None, end=None, records=None, requests=None):
     }
     events = AbandonmentEvent.objects.order_by().filter(record__in=records.values("pk"))
     found = {v["bucket"]: v for v in events.annotate(bucket=wait_bucket("record__")).values("bucket").annotate(**left)}
+    return rows(requests, found)
+
+
+def rows(requests, found):
+    """Return the table's rows from {bucket: requests} and {bucket: {abandoned, before_first_token, streaming,
+    stop, disconnect}}."""
+    left = ("abandoned", "before_first_token", "streaming", "stop", "disconnect")
     rows = []
     for i, (label, _, _) in enumerate(BUCKETS):
         figures, n = found.get(i, {}), requests.get(i, 0)

@@ -1,20 +1,22 @@
 """The figures behind the admin's billing dashboard, each aggregated in the database, each with its table."""
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
+from django.db.models import Count
 from django.utils import timezone
 
-from billing import abandonment, periods, reports, savings
+from billing import abandonment, periods, reports, rollup, savings
 from billing.models import Refusal, UsageRecord
 
-# Time-to-first-token bins, in ms: [edge, next edge).
-TTFT_EDGES = [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000]
+TTFT_EDGES = rollup.TTFT_EDGES  # the time-to-first-token bins, in ms: [edge, next edge)
 TTFT_BINS = [f"{a / 1000:g}-{b / 1000:g} s" for a, b in zip(TTFT_EDGES, TTFT_EDGES[1:])] + [f"{TTFT_EDGES[-1] / 1000:g} s+"]
 TOP_PEOPLE = 10
+HEX = re.compile(r"[0-9a-f]+")
+LEFT = ("before_first_token", "streaming", "stop", "disconnect")
 
 
 @dataclass(frozen=True)
@@ -43,31 +45,17 @@ class Filters:
         if self.model:
             records = records.filter(model=self.model)
         if self.person.startswith("visitor:"):
-            records = records.filter(user=None, visitor__startswith=self.person.removeprefix("visitor:"))
+            prefix = self.person.removeprefix("visitor:")
+            records = records.filter(user=None, visitor__startswith=prefix)
+            if HEX.fullmatch(prefix):
+                # The same rows as a range of the (user, visitor, …) index, which LIKE cannot use in every collation.
+                records = records.filter(visitor__gte=prefix, visitor__lt=prefix + "g")
         elif self.person:
-            records = records.filter(**{f"user__{get_user_model().USERNAME_FIELD}": self.person})
+            User = get_user_model()
+            # By id: the planner then reads the (user, started) index, not every record joined to its user.
+            user = User.objects.filter(**{User.USERNAME_FIELD: self.person}).values_list("pk", flat=True).first()
+            records = records.filter(user_id=user) if user is not None else records.none()
         return records
-
-
-def ttft_bin():
-    """Return a record's time-to-first-token bin index, or null when it had no first token."""
-    whens = [When(ttft_ms__isnull=True, then=Value(None))]
-    whens += [When(ttft_ms__lt=edge, then=Value(i - 1)) for i, edge in enumerate(TTFT_EDGES) if i]
-    return Case(*whens, default=Value(len(TTFT_EDGES) - 1), output_field=IntegerField())
-
-
-def scan(records):
-    """Return the period's figures per (day, model, status, ttft bin, wait bucket), from one pass over its records.
-
-    The groups are few (the bins and buckets go together) and every chart but the percentiles, the people and
-    the cut-short replies adds them up differently, so the records are read once for all of them.
-    """
-    return list(records.annotate(
-        day=reports.day_of("started"), bin=ttft_bin(), bucket=abandonment.wait_bucket(),
-    ).values("day", "model", "status", "bin", "bucket").annotate(
-        requests=Count("id"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
-        cost=reports.cost_sum(),
-    ))
 
 
 def daily(filters, groups):
@@ -113,18 +101,20 @@ def ttft(groups, found):
     ]
 
 
-def percentiles(records):
-    """Return {model: (ttft p50, ttft p95, median completion tokens of completed replies)}: one query on PostgreSQL."""
-    if connection.vendor == "postgresql":
-        done = Q(status=UsageRecord.Status.COMPLETED)
-        found = records.values("model").annotate(
-            p50=reports.PercentileDisc("ttft_ms", fraction=0.5), p95=reports.PercentileDisc("ttft_ms", fraction=0.95),
-            median=reports.PercentileDisc("completion_tokens", fraction=0.5, filter=done),
-        )
-        return {v["model"]: (v["p50"], v["p95"], v["median"]) for v in found}
-    ttfts = reports.percentiles_by(records.filter(ttft_ms__isnull=False), "model", "ttft_ms", 50, 95)
-    lengths = reports.percentiles_by(records.filter(status=UsageRecord.Status.COMPLETED), "model", "completion_tokens", 50)
-    return {m: (*ttfts.get(m, (None, None)), *lengths.get(m, (None,))) for m in set(ttfts) | set(lengths)}
+def percentiles(records, sums):
+    """Return {model: (ttft p50, ttft p95, median completion tokens of completed replies)}, exact (nearest rank).
+
+    The summed histograms say where each lies; one indexed query per percentile reads its value (see rollup).
+    """
+    found = {}
+    for (model, measure), histogram in rollup.histograms(sums).items():
+        values = found.setdefault(model, [None, None, None])
+        if measure == "ttft":
+            values[0] = rollup.percentile(records, model, measure, histogram, 50)
+            values[1] = rollup.percentile(records, model, measure, histogram, 95)
+        else:
+            values[2] = rollup.percentile(records, model, measure, histogram, 50)
+    return {model: tuple(values) for model, values in found.items()}
 
 
 def bin_position(ms):
@@ -137,18 +127,17 @@ def bin_position(ms):
     return len(TTFT_EDGES) - 0.5
 
 
-def top_people(records, limit=TOP_PEOPLE):
+def top_people(sums, limit=TOP_PEOPLE):
     """Return the people who cost most: signed-in users by id, visitors by session, `limit` of them."""
-    order = F("cost").desc(nulls_last=True)
-    figures = {"requests": Count("id"), "cost": reports.cost_sum()}
-    users = list(records.exclude(user=None).values("user").annotate(**figures).order_by(order)[:limit])
-    visitors = list(records.filter(user=None).values("visitor").annotate(**figures).order_by(order)[:limit])
+    people = sorted(rollup.by_person(sums).items(), key=lambda item: -item[1][1])
+    users = [item for item in people if item[0][0] is not None]
+    top = users[:limit] + [item for item in people if item[0][0] is None][:limit]
     User = get_user_model()
-    names = dict(User.objects.filter(pk__in=[v["user"] for v in users]).values_list("pk", User.USERNAME_FIELD))
+    ids = [user for (user, _), _ in top]
+    names = dict(User.objects.filter(pk__in=[i for i in ids if i is not None]).values_list("pk", User.USERNAME_FIELD))
     rows = [
-        {"who": reports.who(v.get("user"), v.get("visitor"), names), "requests": v["requests"],
-         "cost": reports.as_cost(v["cost"])}
-        for v in users + visitors
+        {"who": reports.who(user, visitor, names), "requests": n, "cost": reports.as_cost(cost)}
+        for (user, visitor), (n, cost) in top
     ]
     return sorted(rows, key=lambda r: (-r["cost"], r["who"]))[:limit]
 
@@ -169,8 +158,8 @@ def figures(filters):
     """Return every figure the dashboard shows, with its table, read in one transaction."""
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            # Its GROUP BYs and percentile sorts hold a few hundred thousand narrow rows: sorted in memory, not
-            # spilled to disk as with the default 4 MB. SET LOCAL ends with the transaction.
+            # The GROUP BYs that sum past days into the roll-up (once) hold up to a million narrow rows: hashed in
+            # memory, not spilled to disk as with the default 4 MB. SET LOCAL ends with the transaction.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL work_mem = '64MB'")
         return read_figures(filters)
@@ -179,25 +168,35 @@ def figures(filters):
 def read_figures(filters):
     """Return every figure the dashboard shows, with its table."""
     records = filters.records()
-    groups = scan(records)
+    sums = rollup.gather(filters)
+    groups = sums.groups()
     days, models, cells = daily(filters, groups)
     cost_rows, request_rows, token_rows = daily_tables(days, models, cells)
-    found = percentiles(records)
-    waits = {}
+    found = percentiles(records, sums)
+    waits, left, checked = {}, {}, {}
     for g in groups:
         if g["status"] != UsageRecord.Status.FAILED:
             waits[g["bucket"]] = waits.get(g["bucket"], 0) + g["requests"]
+            counts = left.setdefault(g["bucket"], dict.fromkeys(("abandoned", *LEFT), 0))
+            for name in LEFT:
+                counts[name] += g[name]
+            counts["abandoned"] += g["before_first_token"] + g["streaming"]
+        if g["reconciled"]:
+            v = checked.setdefault(g["model"], {"model": g["model"], "requests": 0, "ours": 0, "theirs": 0})
+            v["requests"] += g["reconciled"]
+            v["ours"] += g["reconciled_cost"]
+            v["theirs"] += g["upstream_cost"]
+    cut = [{"model": model, "price": price, "completion_tokens": tokens, "n": n}
+           for (_, model, price, tokens), n in sums.cuts.items()]
     medians = {model: (p[2],) for model, p in found.items()}
     return {
         "days": days, "models": models, "cost_rows": cost_rows, "request_rows": request_rows,
         "token_rows": token_rows, "ttft_rows": ttft(groups, found), "ttft_bins": TTFT_BINS,
-        "abandonment_rows": abandonment.by_first_token_wait(records=records, requests=waits),
-        "people_rows": top_people(records),
-        "savings_rows": savings.savings(records=records, medians=medians),
-        "savings_method": savings.METHOD, "reconcile_rows": reports.reconcile(records=records),
+        "abandonment_rows": abandonment.rows(waits, left),
+        "people_rows": top_people(sums),
+        "savings_rows": savings.savings(records=records, medians=medians, cut=cut),
+        "savings_method": savings.METHOD, "reconcile_rows": reports.reconcile_rows(checked.values()),
         "refusals": refusals(filters),
         "total_cost": sum((row["total"] for row in cost_rows), reports.as_cost(0)),
         "total_requests": sum(row["requests"] for row in request_rows),
     }
-
-

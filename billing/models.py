@@ -178,6 +178,9 @@ class UsageRecord(models.Model):
             models.Index(fields=[*REPORT_PREFIX["user"], *REPORT_COLUMNS], name="usage_report_by_user"),
             models.Index(fields=["started", "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd"],
                          name="usage_report_by_day"),
+            # The dashboard's median reply length reads one histogram bucket of one model's completed replies.
+            models.Index(fields=["model", "completion_tokens", "started"], condition=models.Q(status="completed"),
+                         name="usage_completed_length"),
         ]
 
     def __str__(self):
@@ -267,6 +270,84 @@ class UserLimits(models.Model):
 
     def __str__(self):
         return f"limits of {self.user}"
+
+
+class RollupDay(models.Model):
+    """One closed calendar day in one time zone whose usage records are summed in the roll-up tables below.
+
+    The dashboard reads these sums instead of the records for whole past days (billing/rollup.py). Database
+    triggers (migration 0009) mark a day stale whenever a record or abandonment event of [starts, ends) is
+    inserted, changed or deleted, whatever wrote it: a stale day is summed again before it is read.
+    """
+
+    time_zone = models.CharField(max_length=64)
+    day = models.DateField()
+    starts = models.DateTimeField()
+    ends = models.DateTimeField()
+    stale = models.BooleanField(default=False)
+    computed = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["time_zone", "day"], name="one_rollup_per_day")]
+        indexes = [models.Index(fields=["starts", "ends"], name="rollup_day_span")]
+
+    def __str__(self):
+        return f"{self.day} ({self.time_zone}){' stale' if self.stale else ''}"
+
+
+class RollupCell(models.Model):
+    """A day's records of one model, status, time-to-first-token bin and wait bucket: their sums and events."""
+
+    day = models.ForeignKey(RollupDay, on_delete=models.CASCADE, related_name="cells")
+    model = models.CharField(max_length=200)
+    status = models.CharField(max_length=16)
+    ttft_bin = models.SmallIntegerField(null=True)
+    wait_bucket = models.SmallIntegerField()
+    requests = models.IntegerField()
+    prompt_tokens = models.BigIntegerField()
+    completion_tokens = models.BigIntegerField()
+    cost_units = models.BigIntegerField(help_text="summed cost_usd in 1e-10 dollars (exact on every database)")
+    before_first_token = models.IntegerField(default=0)
+    streaming = models.IntegerField(default=0)
+    stop = models.IntegerField(default=0)
+    disconnect = models.IntegerField(default=0)
+    reconciled = models.IntegerField(default=0, help_text="records with both our cost and the upstream's")
+    reconciled_units = models.BigIntegerField(default=0)
+    upstream_units = models.BigIntegerField(default=0)
+
+
+class RollupPerson(models.Model):
+    """A day's records of one person (a user id, or an anonymous visitor) and one model, or every model (null)."""
+
+    day = models.ForeignKey(RollupDay, on_delete=models.CASCADE, related_name="people")
+    model = models.CharField(max_length=200, null=True, help_text="null: the person's records of every model")
+    user_id = models.IntegerField(null=True)  # no foreign key: a deleted user's records are updated, and re-summed
+    visitor = models.CharField(max_length=32, blank=True)
+    requests = models.IntegerField()
+    cost_units = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["day", "model"], name="rollup_person_day_model")]
+
+
+class RollupHistogram(models.Model):
+    """How many of a day's records of one model fall in one bucket of a measure (see rollup.HISTOGRAM_WIDTHS)."""
+
+    day = models.ForeignKey(RollupDay, on_delete=models.CASCADE, related_name="histograms")
+    model = models.CharField(max_length=200)
+    measure = models.CharField(max_length=8, help_text="ttft: ttft_ms; reply: completion_tokens of completed")
+    low = models.IntegerField(help_text="the bucket's first value")
+    n = models.IntegerField()
+
+
+class RollupCut(models.Model):
+    """How many of a day's stopped or disconnected replies of one model and price generated this many tokens."""
+
+    day = models.ForeignKey(RollupDay, on_delete=models.CASCADE, related_name="cuts")
+    model = models.CharField(max_length=200)
+    price_id = models.IntegerField(null=True)  # no foreign key: prices are never deleted (records PROTECT them)
+    completion_tokens = models.IntegerField()
+    n = models.IntegerField()
 
 
 from billing.budgets import BudgetHold, BudgetLedger  # noqa: E402,F401 - models of this app

@@ -258,8 +258,13 @@ def reconcile(start=None, end=None, tolerance=Decimal("0.01"), records=None):
     found = records.values("model").annotate(
         requests=Count("id"), ours=cost_sum(), theirs=cost_sum("upstream_cost_usd")
     ).order_by("model")
+    return reconcile_rows(found, tolerance)
+
+
+def reconcile_rows(found, tolerance=Decimal("0.01")):
+    """Return the reconciliation rows from [{"model", "requests", "ours", "theirs"}], sorted by model."""
     rows = []
-    for values in found:
+    for values in sorted(found, key=lambda v: v["model"]):
         ours, theirs = as_cost(values["ours"]), as_cost(values["theirs"])
         difference = (ours - theirs) / theirs if theirs else (Decimal(0) if ours == theirs else None)
         rows.append({

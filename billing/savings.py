@@ -35,17 +35,20 @@ def note_for(model):
     return PROVIDER_NOTES.get(provider, DEFAULT_NOTE.format(provider=provider))
 
 
-def savings(start=None, end=None, records=None, medians=None):
+def savings(start=None, end=None, records=None, medians=None, cut=None):
     """Return one row per model with replies cut short: the tokens not generated and what they would have cost.
 
-    `medians` ({model: (median completion tokens,)}) saves computing them again when the caller has.
+    `medians` ({model: (median completion tokens,)}) and `cut` (the replies cut short counted per model, price
+    and completion tokens: [{"model", "price", "completion_tokens", "n"}]) save reading them again when the
+    caller has.
     """
     records = records if records is not None else records_between(start, end)
     if medians is None:
         completed = records.filter(status=UsageRecord.Status.COMPLETED).order_by()
         medians = percentiles_by(completed, "model", "completion_tokens", 50)
-    cut = records.filter(status__in=CUT_SHORT).order_by().values("model", "price", "completion_tokens")
-    cut = list(cut.annotate(n=Count("id")))
+    if cut is None:
+        cut = records.filter(status__in=CUT_SHORT).order_by().values("model", "price", "completion_tokens")
+        cut = list(cut.annotate(n=Count("id")))
     rates = dict(ModelPrice.objects.filter(pk__in={v["price"] for v in cut}).values_list("pk", "output_per_mtok"))
     rows = {}
     for v in cut:

@@ -164,3 +164,12 @@ def test_it_counts_refusals_per_day_and_kind(staff, settings):
     today, yesterday = str(midnight.date()), str((midnight - timedelta(hours=1)).date())
     assert response.context["refusals"] == {(yesterday, "budget_exceeded"): 1, (today, "rate_limited"): 2}
     assert "Refusals per day (rate limit, budget)" in response.content.decode()
+
+
+def test_it_filters_by_visitor_prefix_and_by_unknown_people(staff, seeded):
+    visitor = next(r.visitor for r in seeded if r.user_id is None)
+    response = logged_in(staff).get(URL, {"since": "8d", "person": f"visitor:{visitor[:8]}"})
+    mine = [r for r in seeded if r.user_id is None and r.visitor.startswith(visitor[:8])]
+    assert response.context["total_requests"] == len(mine) > 0
+    assert [row["who"] for row in response.context["people_rows"]] == [f"visitor:{visitor[:8]}"]
+    assert logged_in(staff).get(URL, {"since": "8d", "person": "nobody"}).context["total_requests"] == 0

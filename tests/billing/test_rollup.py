@@ -1,0 +1,128 @@
+"""The dashboard's daily roll-up: equal to direct queries over the records, before and after past days change."""
+
+from collections import Counter
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
+
+from billing import rollup, synthetic
+from billing.dashboard import Filters
+from billing.models import AbandonmentEvent, RollupDay, UsageRecord
+from billing.synthetic import Seeder
+from tests.billing.conftest import make_record
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def seeded(db, settings):
+    settings.TIME_ZONE = "Europe/Paris"  # local days differ from UTC days
+    Seeder(900, days=7, seed=11, users=6, sessions=10).run()
+
+
+def comparable(sums):
+    """Return what a Sums says, summed over days where the roll-up does not keep them per day."""
+    cuts = Counter()
+    for (_, model, price, tokens), n in sums.cuts.items():
+        cuts[model, price, tokens] += n
+    return {
+        "cells": sums.cells, "people": rollup.by_person(sums), "histograms": rollup.histograms(sums),
+        "cuts": dict(cuts),
+    }
+
+
+def assert_rollup_equals_direct(filters):
+    gathered = comparable(rollup.gather(filters))
+    direct = comparable(rollup.summed(filters.records()))
+    assert gathered == direct
+    return gathered
+
+
+def past_days():
+    return RollupDay.objects.filter(time_zone="Europe/Paris")
+
+
+def test_it_equals_direct_queries_and_stays_equal_when_a_past_day_changes(seeded):
+    filters = Filters.from_query({"since": "8d"})
+    first = assert_rollup_equals_direct(filters)
+    assert past_days().count() >= 5 and not past_days().filter(stale=True).exists()
+    assert sum(v["requests"] for v in first["cells"].values()) == UsageRecord.objects.count() == 900
+
+    # A late write for a past day, with its abandonment event: that day only goes stale, and is summed again.
+    three_days_ago = timezone.now() - timedelta(days=3)
+    day = timezone.localtime(three_days_ago).date()
+    record = make_record(three_days_ago, status="stopped", completion_tokens=7, ttft_ms=4321, cost_usd=None,
+                         abandonment={"reason": "stop", "phase": "streaming", "elapsed_ms": 5000})
+    assert list(past_days().filter(stale=True).values_list("day", flat=True)) == [day]
+    assert_rollup_equals_direct(filters)
+    assert not past_days().filter(stale=True).exists()
+
+    # An event deleted on its own, then a record updated in place (as adopt() and SET_NULL do).
+    AbandonmentEvent.objects.filter(record=record).delete()
+    assert past_days().get(day=day).stale
+    assert_rollup_equals_direct(filters)
+    UsageRecord.objects.filter(pk=record.pk).update(model="openai/gpt-4.1", user=None, visitor="f" * 32)
+    assert past_days().get(day=day).stale
+    assert_rollup_equals_direct(filters)
+
+    # Records deleted by a queryset (their events by cascade), then by raw SQL.
+    victims = UsageRecord.objects.filter(started__lt=timezone.now() - timedelta(days=2)).order_by("started")[:40]
+    UsageRecord.objects.filter(pk__in=list(victims.values_list("pk", flat=True))).delete()
+    assert past_days().filter(stale=True).exists()
+    assert_rollup_equals_direct(filters)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM billing_abandonmentevent WHERE record_id IN "
+                       "(SELECT id FROM billing_usagerecord WHERE status = 'stopped')")
+        cursor.execute("DELETE FROM billing_usagerecord WHERE status = 'stopped'")
+    assert_rollup_equals_direct(filters)
+
+    # seed_usage --clear: every past day is emptied.
+    synthetic.clear()
+    assert past_days().filter(stale=True).exists()
+    assert assert_rollup_equals_direct(filters)["cells"] == {} and not UsageRecord.objects.exists()
+
+
+def test_todays_writes_leave_the_roll_up_alone(seeded):
+    filters = Filters.from_query({"since": "8d"})
+    rollup.gather(filters)
+    computed = dict(past_days().values_list("day", "computed"))
+    make_record(timezone.now())
+    assert not past_days().filter(stale=True).exists()
+    rollup.gather(filters)
+    assert dict(past_days().values_list("day", "computed")) == computed  # nothing summed again
+
+
+def test_a_model_filter_reads_that_models_rows(seeded):
+    filters = Filters.from_query({"since": "8d", "model": "anthropic/claude-haiku-4-5"})
+    found = assert_rollup_equals_direct(filters)
+    assert {key[1] for key in found["cells"]} == {"anthropic/claude-haiku-4-5"}
+
+
+def test_percentiles_are_exact_across_bucket_edges(db):
+    # Values on both sides of several bucket edges: the histogram finds the bucket, the query the value.
+    started = timezone.now() - timedelta(days=3)
+    values = [5, 9, 10, 199, 200, 201, 499, 500, 999, 1000, 1001, 4999, 5000, 123_456]
+    for v in values:
+        make_record(started, ttft_ms=v)
+    filters = Filters.from_query({"since": "7d"})
+    records = filters.records()
+    histogram = rollup.histograms(rollup.gather(filters))["openai/gpt-4.1-mini", "ttft"]
+    ordered = sorted(values)
+    for p in (1, 10, 50, 90, 95, 99, 100):
+        nearest = ordered[-(-len(values) * p // 100) - 1]
+        assert rollup.percentile(records, "openai/gpt-4.1-mini", "ttft", histogram, p) == nearest
+
+
+def test_rollup_usage_sums_the_closed_days_ahead_of_the_dashboard(seeded):
+    out = StringIO()
+    call_command("rollup_usage", "--days", "10", stdout=out)
+    days = past_days().count()
+    assert days >= 6 and f"{days} closed days from" in out.getvalue()
+    assert_rollup_equals_direct(Filters.from_query({"since": "8d"}))
+    assert past_days().count() == days  # the dashboard found them all summed
+    with pytest.raises(CommandError, match="--days must be at least 1"):
+        call_command("rollup_usage", "--days", "0")

@@ -272,33 +272,34 @@ class UserLimits(models.Model):
         return f"limits of {self.user}"
 
 
-class RollupDay(models.Model):
-    """One closed calendar day in one time zone whose usage records are summed in the roll-up tables below.
+class RollupSpan(models.Model):
+    """A closed span of time (a calendar day in one time zone, or an hour of a day not yet closed) whose usage
+    records are summed in the roll-up tables below.
 
-    The dashboard reads these sums instead of the records for whole past days (billing/rollup.py). Database
-    triggers (migration 0009) mark a day stale whenever a record or abandonment event of [starts, ends) is
-    inserted, changed or deleted, whatever wrote it: a stale day is summed again before it is read.
+    The dashboard reads these sums instead of the records (billing/rollup.py). Database triggers (migration
+    0009) mark a span stale whenever a record or abandonment event of [starts, ends) is inserted, changed or
+    deleted, whatever wrote it: a stale span is summed again before it is read.
     """
 
     time_zone = models.CharField(max_length=64)
-    day = models.DateField()
+    day = models.DateField(help_text="the calendar day (in time_zone) the span is or is part of")
     starts = models.DateTimeField()
     ends = models.DateTimeField()
     stale = models.BooleanField(default=False)
     computed = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["time_zone", "day"], name="one_rollup_per_day")]
-        indexes = [models.Index(fields=["starts", "ends"], name="rollup_day_span")]
+        constraints = [models.UniqueConstraint(fields=["time_zone", "starts", "ends"], name="one_rollup_per_span")]
+        indexes = [models.Index(fields=["starts", "ends"], name="rollup_span")]
 
     def __str__(self):
-        return f"{self.day} ({self.time_zone}){' stale' if self.stale else ''}"
+        return f"{self.starts:%Y-%m-%d %H:%M}-{self.ends:%Y-%m-%d %H:%M} ({self.time_zone}){' stale' if self.stale else ''}"
 
 
 class RollupCell(models.Model):
-    """A day's records of one model, status, time-to-first-token bin and wait bucket: their sums and events."""
+    """A span's records of one model, status, time-to-first-token bin and wait bucket: their sums and events."""
 
-    day = models.ForeignKey(RollupDay, on_delete=models.CASCADE, related_name="cells")
+    span = models.ForeignKey(RollupSpan, on_delete=models.CASCADE, related_name="cells")
     model = models.CharField(max_length=200)
     status = models.CharField(max_length=16)
     ttft_bin = models.SmallIntegerField(null=True)
@@ -317,9 +318,9 @@ class RollupCell(models.Model):
 
 
 class RollupPerson(models.Model):
-    """A day's records of one person (a user id, or an anonymous visitor) and one model, or every model (null)."""
+    """A span's records of one person (a user id, or an anonymous visitor) and one model, or every model (null)."""
 
-    day = models.ForeignKey(RollupDay, on_delete=models.CASCADE, related_name="people")
+    span = models.ForeignKey(RollupSpan, on_delete=models.CASCADE, related_name="people")
     model = models.CharField(max_length=200, null=True, help_text="null: the person's records of every model")
     user_id = models.IntegerField(null=True)  # no foreign key: a deleted user's records are updated, and re-summed
     visitor = models.CharField(max_length=32, blank=True)
@@ -327,13 +328,13 @@ class RollupPerson(models.Model):
     cost_units = models.BigIntegerField()
 
     class Meta:
-        indexes = [models.Index(fields=["day", "model"], name="rollup_person_day_model")]
+        indexes = [models.Index(fields=["span", "model"], name="rollup_person_span_model")]
 
 
 class RollupHistogram(models.Model):
-    """How many of a day's records of one model fall in one bucket of a measure (see rollup.HISTOGRAM_WIDTHS)."""
+    """How many of a span's records of one model fall in one bucket of a measure (see rollup.HISTOGRAM_WIDTHS)."""
 
-    day = models.ForeignKey(RollupDay, on_delete=models.CASCADE, related_name="histograms")
+    span = models.ForeignKey(RollupSpan, on_delete=models.CASCADE, related_name="histograms")
     model = models.CharField(max_length=200)
     measure = models.CharField(max_length=8, help_text="ttft: ttft_ms; reply: completion_tokens of completed")
     low = models.IntegerField(help_text="the bucket's first value")
@@ -341,9 +342,9 @@ class RollupHistogram(models.Model):
 
 
 class RollupCut(models.Model):
-    """How many of a day's stopped or disconnected replies of one model and price generated this many tokens."""
+    """How many of a span's stopped or disconnected replies of one model and price generated this many tokens."""
 
-    day = models.ForeignKey(RollupDay, on_delete=models.CASCADE, related_name="cuts")
+    span = models.ForeignKey(RollupSpan, on_delete=models.CASCADE, related_name="cuts")
     model = models.CharField(max_length=200)
     price_id = models.IntegerField(null=True)  # no foreign key: prices are never deleted (records PROTECT them)
     completion_tokens = models.IntegerField()

@@ -17,6 +17,7 @@ inside it; one indexed query over that bucket's records then reads the exact val
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 
 from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
@@ -24,11 +25,12 @@ from django.utils import timezone
 
 from billing import abandonment, periods, reports
 from billing.models import (
-    AbandonmentEvent, RollupCell, RollupCut, RollupDay, RollupHistogram, RollupPerson, UsageRecord,
+    AbandonmentEvent, RollupCell, RollupCut, RollupSpan, RollupHistogram, RollupPerson, UsageRecord,
 )
 
 # A day is rolled up once it ended this long ago: a reply is recorded when it ends, under the day it started.
 GRACE = timedelta(hours=1)
+HOUR = timedelta(hours=1)
 # Histogram buckets: below each limit, buckets this wide; each limit is a multiple of the next width.
 HISTOGRAM_WIDTHS = [(200, 10), (500, 20), (1000, 50), (2000, 100), (5000, 200), (10_000, 500), (20_000, 1000),
                     (50_000, 2000), (100_000, 5000)]
@@ -96,14 +98,8 @@ class Sums:
         self.cuts[key] = self.cuts.get(key, 0) + n
 
     def groups(self):
-        """Return the cells as scan rows: the CELL_KEYS and CELL_SUMS of each, costs as Decimals."""
-        rows = []
-        for key, values in self.cells.items():
-            row = dict(zip(CELL_KEYS, key), **values)
-            for name in ("cost", "reconciled_cost", "upstream_cost"):
-                row[name] = reports.as_cost(row[name])
-            rows.append(row)
-        return rows
+        """Return the cells as rows: the CELL_KEYS and CELL_SUMS of each, costs in 1e-10 units (see reports.as_cost)."""
+        return [dict(zip(CELL_KEYS, key), **values) for key, values in self.cells.items()]
 
 
 def day_key(value):
@@ -161,56 +157,73 @@ def ttft_bin(prefix=""):
     return Case(*whens, default=Value(len(TTFT_EDGES) - 1), output_field=IntegerField())
 
 
-def closed_until(now=None, tz=None):
-    """Return the first instant not rolled up: the start of the earliest day that ended less than GRACE ago."""
+def closed_spans(start, end, now=None, tz=None):
+    """Return the closed spans that tile [start, end) from its start: [(day, starts, ends)], oldest first.
+
+    A span is closed once it ended GRACE ago: each whole day that did, then each hour of the next day that did.
+    The rest of the period, from the last span's end (at most GRACE plus an hour), is read live.
+    """
     tz = tz or timezone.get_current_timezone()
-    recent = timezone.localtime((now or timezone.now()) - GRACE, tz).date()
-    return periods.midnight(recent, tz)
+    limit = (now or timezone.now()) - GRACE
+    spans = []
+    for day in periods.days_between(start, end, tz):
+        starts, ends = periods.midnight(day, tz), periods.midnight(day + timedelta(days=1), tz)
+        if ends <= limit:
+            spans.append((day, starts, ends))
+            continue
+        at = starts.astimezone(dt_timezone.utc)  # hours of absolute time (wall-clock arithmetic would skip DST)
+        while at < ends and min(at + HOUR, ends) <= limit:
+            spans.append((day, at, min(at + HOUR, ends)))
+            at += HOUR
+        break
+    return spans
 
 
-def ensure(start, end, tz=None):
-    """Return the ids of the roll-up days for the whole days in [start, end), summing missing and stale ones first."""
-    tz = tz or timezone.get_current_timezone()
-    name = str(tz)
-    days = periods.days_between(start, end, tz)
-    if not days:
+def ensure(spans, tz=None):
+    """Return the ids of the roll-up rows of `spans` (from closed_spans), summing missing and stale ones first."""
+    if not spans:
         return []
-    have = {d.day: d for d in RollupDay.objects.filter(time_zone=name, day__in=days)}
-    todo = [day for day in days if day not in have or have[day].stale]
+    name = str(tz or timezone.get_current_timezone())
+    found = RollupSpan.objects.filter(time_zone=name, starts__gte=spans[0][1], ends__lte=spans[-1][2])
+    have = {(s.starts, s.ends): s for s in found}
+    todo = [span for span in spans if (span[1], span[2]) not in have or have[span[1], span[2]].stale]
     for run in runs(todo):
-        compute(run, tz, name)
-    return list(RollupDay.objects.filter(time_zone=name, day__in=days).values_list("pk", flat=True))
+        compute(run, name)
+    found = RollupSpan.objects.filter(time_zone=name, starts__gte=spans[0][1], ends__lte=spans[-1][2])
+    wanted = {(starts, ends) for _, starts, ends in spans}
+    return [pk for pk, starts, ends in found.values_list("pk", "starts", "ends") if (starts, ends) in wanted]
 
 
-def runs(days):
-    """Return `days` (sorted dates) as lists of consecutive days."""
+def runs(spans):
+    """Return `spans` as lists summed together: consecutive whole days, and each hour alone."""
     out = []
-    for day in days:
-        if out and out[-1][-1] + timedelta(days=1) == day:
-            out[-1].append(day)
+    for span in spans:
+        whole_day = span[2] - span[1] > HOUR * 2
+        if whole_day and out and out[-1][-1][2] == span[1] and out[-1][-1][2] - out[-1][-1][1] > HOUR * 2:
+            out[-1].append(span)
         else:
-            out.append([day])
+            out.append([span])
     return out
 
 
-def compute(days, tz, name):
-    """Sum the records of consecutive `days` into the roll-up tables, replacing what was there."""
-    starts = {day: periods.midnight(day, tz) for day in days}
-    start, end = starts[days[0]], periods.midnight(days[-1] + timedelta(days=1), tz)
+def compute(spans, name):
+    """Sum the records of consecutive days, or of one hour, into the roll-up tables, replacing what was there."""
+    start, end = spans[0][1], spans[-1][2]
     try:
         with transaction.atomic():
-            RollupDay.objects.filter(time_zone=name, day__in=days).delete()
-            # The day rows go first: from here on the triggers mark them stale if a record of theirs changes.
-            made = {d.day: d for d in RollupDay.objects.bulk_create([
-                RollupDay(time_zone=name, day=day, starts=starts[day],
-                          ends=periods.midnight(day + timedelta(days=1), tz))
-                for day in days
-            ])}
-            made = {str(day): d for day, d in made.items()}
+            if spans[-1][2] - spans[0][1] > HOUR * 2:  # whole days: their hours go too
+                RollupSpan.objects.filter(time_zone=name, day__in=[day for day, _, _ in spans]).delete()
+            else:
+                RollupSpan.objects.filter(time_zone=name, starts=start, ends=end).delete()
+            # The span rows go first: from here on the triggers mark them stale if a record of theirs changes.
+            made = RollupSpan.objects.bulk_create([
+                RollupSpan(time_zone=name, day=day, starts=starts, ends=ends) for day, starts, ends in spans
+            ])
+            made = {str(span.day): span for span in made}
             sums = summed(reports.records_between(start, end))
             RollupCell.objects.bulk_create([
                 RollupCell(
-                    day=made[day], model=model, status=status, ttft_bin=bin, wait_bucket=bucket,
+                    span=made[day], model=model, status=status, ttft_bin=bin, wait_bucket=bucket,
                     requests=v["requests"], prompt_tokens=v["prompt_tokens"], completion_tokens=v["completion_tokens"],
                     cost_units=v["cost"], before_first_token=v["before_first_token"], streaming=v["streaming"],
                     stop=v["stop"], disconnect=v["disconnect"], reconciled=v["reconciled"],
@@ -222,23 +235,23 @@ def compute(days, tz, name):
             for (day, _, user, visitor), (n, cost) in sums.people.items():
                 everyone.add_person((day, None, user, visitor), n, cost)
             RollupPerson.objects.bulk_create([
-                RollupPerson(day=made[day], model=model, user_id=user, visitor=visitor, requests=n, cost_units=cost)
+                RollupPerson(span=made[day], model=model, user_id=user, visitor=visitor, requests=n, cost_units=cost)
                 for (day, model, user, visitor), (n, cost) in (sums.people | everyone.people).items()
             ], batch_size=2000)
             RollupHistogram.objects.bulk_create([
-                RollupHistogram(day=made[day], model=model, measure=measure, low=low, n=n)
+                RollupHistogram(span=made[day], model=model, measure=measure, low=low, n=n)
                 for (day, model, measure), histogram in sums.histograms.items() for low, n in histogram.items()
             ], batch_size=2000)
             RollupCut.objects.bulk_create([
-                RollupCut(day=made[day], model=model, price_id=price, completion_tokens=tokens, n=n)
+                RollupCut(span=made[day], model=model, price_id=price, completion_tokens=tokens, n=n)
                 for (day, model, price, tokens), n in sums.cuts.items()
             ], batch_size=2000)
     except IntegrityError:
-        pass  # another request summed these days at the same time: theirs are read instead
+        pass  # another request summed these spans at the same time: theirs are read instead
 
 
 def gather(filters, now=None):
-    """Return the Sums of the records `filters` select: past whole days from the roll-up, the rest live.
+    """Return the Sums of the records `filters` select: closed days and hours from the roll-up, the rest live.
 
     A person filter reads that person's records live (the roll-up is not kept per person and status).
     """
@@ -246,30 +259,31 @@ def gather(filters, now=None):
     records = filters.records()
     if filters.person:
         return summed(records)
-    cut = min(max(closed_until(now, tz), filters.start), filters.end)
-    sums = summed(records.filter(started__gte=cut))
-    ids = ensure(filters.start, cut, tz)
+    spans = closed_spans(filters.start, filters.end, now, tz)
+    cut = spans[-1][2] if spans else filters.start
+    sums = summed(records.filter(started__gte=cut)) if cut < filters.end else Sums()
+    ids = ensure(spans, tz)
     if not ids:
         return sums
     models = {"model": filters.model} if filters.model else {}
-    cells = RollupCell.objects.filter(day__in=ids, **models).values_list(
-        "day__day", "model", "status", "ttft_bin", "wait_bucket", "requests", "prompt_tokens", "completion_tokens",
+    cells = RollupCell.objects.filter(span__in=ids, **models).values_list(
+        "span__day", "model", "status", "ttft_bin", "wait_bucket", "requests", "prompt_tokens", "completion_tokens",
         "cost_units", "before_first_token", "streaming", "stop", "disconnect", "reconciled", "reconciled_units",
         "upstream_units",
     )
     for day, model, status, bin, bucket, *values in cells:
         sums.add_cell((str(day), model, status, bin, bucket), dict(zip(CELL_SUMS, values)))
-    # Without a model filter, the rows of every model (model null): one per person and day.
-    people = RollupPerson.objects.filter(day__in=ids, model=filters.model or None).values("user_id", "visitor")
+    # Without a model filter, the rows of every model (model null): one per person and span.
+    people = RollupPerson.objects.filter(span__in=ids, model=filters.model or None).values("user_id", "visitor")
     people = people.annotate(n=Sum("requests"), cost=Sum("cost_units")).order_by()
     for v in people:
         sums.add_person((None, None, v["user_id"], v["visitor"]), v["n"], v["cost"])
-    buckets = RollupHistogram.objects.filter(day__in=ids, **models).values("model", "measure", "low").annotate(
+    buckets = RollupHistogram.objects.filter(span__in=ids, **models).values("model", "measure", "low").annotate(
         n=Sum("n"),
     ).order_by()
     for v in buckets:
         sums.add_bucket(v["model"], v["measure"], v["low"], v["n"])
-    cuts = RollupCut.objects.filter(day__in=ids, **models).values("model", "price_id", "completion_tokens").annotate(
+    cuts = RollupCut.objects.filter(span__in=ids, **models).values("model", "price_id", "completion_tokens").annotate(
         n=Sum("n"),
     ).order_by()
     for v in cuts:

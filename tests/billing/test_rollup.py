@@ -7,11 +7,12 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from billing import rollup, synthetic
 from billing.dashboard import Filters
-from billing.models import AbandonmentEvent, RollupDay, UsageRecord
+from billing.models import AbandonmentEvent, RollupSpan, UsageRecord
 from billing.synthetic import Seeder
 from tests.billing.conftest import make_record
 
@@ -43,7 +44,8 @@ def assert_rollup_equals_direct(filters):
 
 
 def past_days():
-    return RollupDay.objects.filter(time_zone="Europe/Paris")
+    """Return the roll-up's whole days (not the hours of today)."""
+    return RollupSpan.objects.filter(time_zone="Europe/Paris", ends__gt=F("starts") + timedelta(hours=2))
 
 
 def test_it_equals_direct_queries_and_stays_equal_when_a_past_day_changes(seeded):
@@ -91,9 +93,13 @@ def test_todays_writes_leave_the_roll_up_alone(seeded):
     rollup.gather(filters)
     computed = dict(past_days().values_list("day", "computed"))
     make_record(timezone.now())
-    assert not past_days().filter(stale=True).exists()
+    assert not RollupSpan.objects.filter(stale=True).exists()
     rollup.gather(filters)
     assert dict(past_days().values_list("day", "computed")) == computed  # nothing summed again
+    # Two hours ago today: at most the closed hour it falls in goes stale, and the sums stay equal.
+    make_record(timezone.now() - timedelta(hours=2), ttft_ms=77)
+    assert RollupSpan.objects.filter(stale=True).count() <= 1 and not past_days().filter(stale=True).exists()
+    assert_rollup_equals_direct(filters)
 
 
 def test_a_model_filter_reads_that_models_rows(seeded):
@@ -121,8 +127,25 @@ def test_rollup_usage_sums_the_closed_days_ahead_of_the_dashboard(seeded):
     out = StringIO()
     call_command("rollup_usage", "--days", "10", stdout=out)
     days = past_days().count()
-    assert days >= 6 and f"{days} closed days from" in out.getvalue()
+    assert days >= 6 and f"{days} closed days from" in out.getvalue() and "closed hours of today" in out.getvalue()
     assert_rollup_equals_direct(Filters.from_query({"since": "8d"}))
     assert past_days().count() == days  # the dashboard found them all summed
     with pytest.raises(CommandError, match="--days must be at least 1"):
         call_command("rollup_usage", "--days", "0")
+
+
+def test_closed_spans_tile_whole_days_then_the_hours_of_today_across_a_dst_change():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")
+    start = datetime(2025, 3, 28, tzinfo=paris)
+    end = datetime(2025, 3, 31, tzinfo=paris)
+    now = datetime(2025, 3, 30, 12, 30, tzinfo=paris)  # clocks went from 02:00 to 03:00 this morning
+    spans = rollup.closed_spans(start, end, now=now, tz=paris)
+    assert [s[0].day for s in spans[:2]] == [28, 29] and spans[0][1] == start
+    hours = spans[2:]
+    assert all(e - s == timedelta(hours=1) for _, s, e in hours)
+    assert all(a[2] == b[1] for a, b in zip(spans, spans[1:]))  # contiguous
+    assert hours[0][1] == datetime(2025, 3, 30, tzinfo=paris) and hours[-1][2] == datetime(2025, 3, 30, 11, tzinfo=paris)
+    assert len(hours) == 10  # 00:00-11:00 local is 10 hours long today; 11:00-12:00 ends within the grace hour

@@ -1,17 +1,15 @@
-from datetime import timedelta
-
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
 from billing import periods, rollup
-from billing.models import RollupDay
+from billing.models import RollupSpan
 
 
 class Command(BaseCommand):
     help = (
-        "Sum the closed days of the last N days (TIME_ZONE) into the dashboard's roll-up, so that its first opening "
-        "need not: the dashboard does it itself for any day missing or stale. Run it nightly, an hour after midnight."
+        "Sum the closed days and hours of the last N days (TIME_ZONE) into the dashboard's roll-up, so that its first "
+        "opening need not: the dashboard does it itself for any span missing or stale. Run it nightly, or hourly."
     )
 
     def add_arguments(self, parser):
@@ -21,9 +19,14 @@ class Command(BaseCommand):
         if days < 1:
             raise CommandError("--days must be at least 1.")
         tz = timezone.get_current_timezone()
-        end = rollup.closed_until(tz=tz)
-        start = periods.midnight(timezone.localtime(end, tz).date() - timedelta(days=days), tz)
+        today = timezone.localdate(timezone=tz)
+        start, end = periods.period(since=f"{days}d", until="today", tz=tz)
+        spans = rollup.closed_spans(start, end, tz=tz)
         with transaction.atomic():
-            ids = rollup.ensure(start, end, tz)
-        fresh = RollupDay.objects.filter(pk__in=ids, stale=False).count()
-        self.stdout.write(f"{fresh} closed days from {start:%Y-%m-%d} summed in the roll-up ({tz}).")
+            ids = rollup.ensure(spans, tz)
+        fresh = RollupSpan.objects.filter(pk__in=ids, stale=False)
+        whole = sum(1 for span in fresh if span.day != today)
+        self.stdout.write(
+            f"{whole} closed days from {start:%Y-%m-%d} and {len(fresh) - whole} closed hours of today summed in "
+            f"the roll-up ({tz})."
+        )

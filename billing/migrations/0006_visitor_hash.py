@@ -14,9 +14,31 @@ def visitor_hash(session_key):
 
 def hash_session_keys(apps, schema_editor):
     UsageRecord = apps.get_model("billing", "UsageRecord")
-    keys = UsageRecord.objects.exclude(session_key="").values_list("session_key", flat=True).distinct()
-    for key in list(keys.iterator()):
-        UsageRecord.objects.filter(session_key=key).update(visitor=visitor_hash(key))
+    replace_keys_by_hashes(schema_editor, UsageRecord._meta.db_table)
+
+
+BATCH = 1000  # session keys per UPDATE
+
+
+def replace_keys_by_hashes(schema_editor, table):
+    """Set every row's visitor to the hash of its session key: the distinct keys are hashed here (HMAC under
+    SECRET_KEY, which SQL cannot compute), then one UPDATE per BATCH keys joins the rows to their hashes.
+
+    A few statements whatever the table's size (UPDATE ... FROM: PostgreSQL, SQLite 3.33+).
+    """
+    table = schema_editor.quote_name(table)
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT session_key FROM {table} WHERE session_key <> ''")
+        keys = [key for (key,) in cursor.fetchall()]
+        for i in range(0, len(keys), BATCH):
+            batch = keys[i:i + BATCH]
+            values = ", ".join(["(%s, %s)"] * len(batch))
+            cursor.execute(
+                f"UPDATE {table} SET visitor = hashes.visitor FROM "
+                f"(SELECT column1 AS session_key, column2 AS visitor FROM (VALUES {values}) AS v) AS hashes "
+                f"WHERE {table}.session_key = hashes.session_key",
+                [value for key in batch for value in (key, visitor_hash(key))],
+            )
 
 
 class Migration(migrations.Migration):

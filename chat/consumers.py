@@ -88,7 +88,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except protocol.FrameError as exc:
             return await self.send_error(exc)
         if frame["type"] == "stop":
-            return await self.stop(frame["message"])
+            return await self.stop(frame["message"], frame["seq"])
         if frame["type"] == "resume":
             return await self.resume(frame["conversation"], frame["have"])
         if frame["type"] == "follow":
@@ -113,8 +113,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- stop ---------------------------------------------------------------------------------
 
-    async def stop(self, message_id=None):
-        """Stop a reply (this socket's, or the ones it watches), and wait until it is stored and `done` is sent."""
+    async def stop(self, message_id=None, seq=None):
+        """Stop a reply (this socket's, or the ones it watches), and wait until it is stored and `done` is sent.
+
+        `seq` is the last delta the page shows of `message_id`: the reply is stored as far as that.
+        """
         if message_id is None:
             if self.in_flight:
                 targets = [self.generation]
@@ -126,11 +129,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             generation = target if isinstance(target, Generation) else replies.in_flight.get(target)
             if generation is not None:
                 if generation.owner.key == self.owner.key:
-                    generation.cancel("stop")
+                    generation.cancel("stop", seq)
                     await asyncio.wait([generation.task])
             elif (layer := replies.shared_layer()) is not None:
                 await layer.group_send(replies.group_of(target),
-                                       {"type": "reply.stop", "message": target, "owner": self.owner.key})
+                                       {"type": "reply.stop", "message": target, "owner": self.owner.key,
+                                        "seq": seq})
 
     # --- follow -------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ def parse(text):
         raise FrameError("A frame must be a JSON object.")
     kind = frame.get("type")
     if kind == "stop":
-        return {"type": "stop", "message": _optional_id(frame, "message")}
+        return {"type": "stop", "message": _optional_id(frame, "message"), "seq": _optional_seq(frame)}
     if kind == "resume":
         return {"type": "resume", **_resume_fields(frame)}
     if kind == "follow":
@@ -67,6 +67,13 @@ def _optional_id(frame, name):
     value = frame.get(name)
     if value is not None and not _is_id(value):
         raise FrameError(f"'{name}' must be an id or null.")
+    return value
+
+
+def _optional_seq(frame):
+    value = frame.get("seq")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise FrameError("'seq' must be the last seq the page shows (0 or more), or null.")
     return value
 
 

@@ -133,7 +133,7 @@ class Generation(replies.Watched):
 
     __slots__ = ("watchers", "owner", "request", "call", "turn", "task", "ticker", "reason", "buffer", "text",
                  "started", "sent_at", "last_read", "first_at", "prefix", "announced", "finishing", "seq",
-                 "sent_len", "offsets", "left", "grace", "hub")
+                 "sent_len", "offsets", "left", "grace", "hub", "cut")
 
     def __init__(self, send, owner, request):
         self.watchers = [replies.LocalWatcher(send)]  # who gets the frames; send: an ASGI send callable
@@ -156,14 +156,18 @@ class Generation(replies.Watched):
         self.left = None  # when the last watcher left: (loop time, calls delivered so far)
         self.grace = None  # the timer that ends an unwatched reply
         self.hub = None
+        self.cut = None  # on `stop`: the length of the text the person was shown, all that is stored
 
     def start(self):
         """Start relaying in a task of its own; return the task."""
         self.task = asyncio.get_running_loop().create_task(self.run())
         return self.task
 
-    def cancel(self, reason):
+    def cancel(self, reason, seen=None):
         """End the reply early for `reason`; the upstream connection closes as the task unwinds.
+
+        A `stop` keeps the text up to delta `seen` (the last the stopping page shows; by default all
+        sent so far): text read from the upstream after that is neither sent nor stored.
 
         Before the reply is stored and announced the task is left to reach that point, and once it
         is being stored and its `done` sent it is left to finish, so that every accepted `send` gets
@@ -171,6 +175,8 @@ class Generation(replies.Watched):
         """
         if self.task is not None and not self.task.done() and not self.finishing:
             self.reason = self.reason or reason
+            if self.reason == "stop" and self.cut is None:
+                self.cut = self.offsets[seen - 1] if seen and seen <= self.seq else 0 if seen == 0 else self.sent_len
             if self.call is not None:
                 self.task.cancel()
 
@@ -266,8 +272,8 @@ class Generation(replies.Watched):
                     self.ticker.wait_flush(self)
 
     async def flush(self, now):
-        """Send the text waiting in the buffer as one frame."""
-        if self.buffer:
+        """Send the text waiting in the buffer as one frame (none after a stop)."""
+        if self.buffer and self.cut is None:
             text = "".join(self.buffer)
             self.buffer.clear()
             await self._send_now(text, now)
@@ -282,12 +288,12 @@ class Generation(replies.Watched):
     async def finish(self, error):
         """Send what is left, store the reply and its record, and send `done` (and `error`)."""
         ended = asyncio.get_running_loop().time()
-        if self.buffer:
-            await self.flush(ended)
+        await self.flush(ended)
         ttft_ms = None if self.first_at is None else round((self.first_at - self.started) * 1000)
         left = self.left if self.reason == "disconnect" else None
+        text = "".join(self.text)
         outcome = turns.Outcome(
-            text="".join(self.text),
+            text=text if self.cut is None else text[:self.cut],
             reason=self.reason,
             error=error.record_text if error else "",
             ttft_ms=ttft_ms,

@@ -293,7 +293,7 @@ class Hub:
                 self.loop.create_task(self.layer.send(message["reply_to"], {"type": "reply.gone",
                                                                             "message": message["message"]}))
         elif kind == "reply.stop":
-            generation.cancel("stop")
+            generation.cancel("stop", message.get("seq"))
 
 
 def register(generation):

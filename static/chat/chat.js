@@ -260,7 +260,9 @@ stopButton.addEventListener("click", () => {
 // Stop the reply: the page freezes it at once and tells the server, which answers with `done`.
 function stop() {
   if (turn === null || turn.state === "stopping") return;
-  connection.send(turn.messageId === null ? { type: "stop" } : { type: "stop", message: turn.messageId });
+  // With the last seq shown, so that the server stores the reply exactly as far as this page shows it.
+  const seq = replies.seen.get(turn.messageId)?.seq;
+  connection.send(turn.messageId === null ? { type: "stop" } : { type: "stop", message: turn.messageId, seq });
   turn.state = "stopping";
   turn.reply.freeze();
   setStatusText(turn.reply, "Stopping…");

@@ -20,6 +20,10 @@ pytestmark = pytest.mark.browser
 LAST = "[...document.querySelectorAll('.message.assistant')].pop()"  # the newest reply, in page JS
 
 
+def reply_text(tab):
+    return tab.evaluate(f"() => {LAST}?.querySelector('.content').textContent ?? ''")
+
+
 def reply_length(tab):
     return tab.evaluate(f"() => {LAST}?.querySelector('.content').textContent.length ?? 0")
 
@@ -91,10 +95,13 @@ def test_it_stops_the_reply_at_once(page, mock):
     clicked = time.monotonic()
     page.get_by_role("button", name="Stop").click()
     expect(page.locator(".message.assistant .caret")).to_have_count(0)
-    frozen = reply_length(page)
+    frozen = reply_text(page)
     page.wait_for_timeout(700)
-    assert reply_length(page) == frozen
+    assert reply_text(page) == frozen
     reply = wait_for_reply(page, "stopped")
+    # The stored reply, rendered by the server, is what the screen showed at the stop: not a word more.
+    assert reply_text(page) == frozen
+    assert Message.objects.get(pk=message_id).content.strip() == frozen.strip()
     assert time.monotonic() - clicked < 5, "the stop was not answered promptly"
     expect(reply.locator(".mark")).to_contain_text("Stopped")
     expect(reply.get_by_role("button", name="Retry")).to_be_visible()

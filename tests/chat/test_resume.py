@@ -121,6 +121,35 @@ async def test_it_lets_a_second_socket_watch_and_stop_the_reply_for_both(alice_s
     assert await UsageRecord.objects.filter(message_id=start["message"]).acount() == 1
 
 
+async def test_it_stores_a_stopped_reply_as_far_as_the_stopping_page_shows_it(alice_session, slow, settings):
+    settings.CHAT_FLUSH_MS = 200  # text waits for its frame: some was read, not yet sent, at the stop
+    ws = await connect(alice_session)
+    await ws.send_json_to({"type": "send", "content": "stop there", "model": SLOW})
+    start, shown = await receive_deltas(ws, 2)
+    await asyncio.sleep(0.1)  # frame 3 may be sent meanwhile; the page, stopping, shows no more than 2
+    await ws.send_json_to({"type": "stop", "message": start["message"], "seq": 2})
+    frames = await receive_until_done(ws)
+    assert frames[-1]["status"] == "stopped"
+    message = await Message.objects.aget(pk=start["message"])
+    assert message.content == joined(shown) and message.status == "stopped"
+    assert frames[-1]["html"] == f"<p>{joined(shown).strip()}</p>\n"
+
+
+async def test_it_neither_sends_nor_stores_text_read_after_a_stop(alice_session, slow, settings):
+    settings.CHAT_FLUSH_MS = 200
+    ws = await connect(alice_session)
+    await ws.send_json_to({"type": "send", "content": "stop now", "model": SLOW})
+    start, before = await receive_deltas(ws, 2)
+    await asyncio.sleep(0.1)  # a few tokens read and waiting for their frame
+    await ws.send_json_to({"type": "stop"})
+    frames = await receive_until_done(ws)
+    assert frames[-1]["status"] == "stopped"
+    message = await Message.objects.aget(pk=start["message"])
+    assert message.content == joined(before) + joined(frames), "stored: exactly what was sent"
+    assert await slow.await_idle(5)
+    assert len(sent_text(slow)["text"]) > len(message.content), "what waited for its frame was dropped"
+
+
 async def test_it_ends_an_unwatched_reply_when_the_grace_period_ends(alice_session, slow, settings):
     settings.CHAT_RESUME_GRACE_S = 0.4
     allow(settings, SLOW + "0")
@@ -166,6 +195,8 @@ async def test_it_keeps_others_out(alice_session, bob_session, slow):
     {"type": "resume", "conversation": 1, "have": {"x": 1}},
     {"type": "resume", "conversation": 1, "have": {"1": -1}},
     {"type": "stop", "message": "3"},
+    {"type": "stop", "message": 3, "seq": -1},
+    {"type": "stop", "message": 3, "seq": "2"},
 ])
 async def test_it_refuses_a_bad_resume_or_stop_and_stays_usable(alice_session, frame):
     ws = await connect(alice_session)

@@ -121,7 +121,8 @@ async def test_it_leaves_one_record_per_request_and_nothing_open(settings, use_m
     assert busy == [] and all(proto.is_connected() for proto in idle)
     assert use_mock.stats(log=False)["connections"] - connections_before <= len(idle)
 
-    # Tokens billed: what the mock sent for a finished reply; what was read and stored for one cut short.
+    # Tokens billed: what the mock sent for a finished reply; what was read for one cut short, of which a
+    # stopped reply stores only what was sent to the page (text read after the stop is not shown).
     sent = defaultdict(int)
     for entry in use_mock.stats()["log"]:
         sent[entry["tag"]] += entry["tokens_sent"]
@@ -132,4 +133,7 @@ async def test_it_leaves_one_record_per_request_and_nothing_open(settings, use_m
             assert record.completion_tokens == sent[tag], (tag, record.model)
         else:
             stored = len(texts[o["message"]].split())
-            assert record.completion_tokens == stored <= sent[tag], (tag, record.model, record.status)
+            if record.status == "stopped" and o["action"] in ("stop", "stop_early"):
+                assert stored <= record.completion_tokens <= sent[tag], (tag, record.model, record.status)
+            else:
+                assert record.completion_tokens == stored <= sent[tag], (tag, record.model, record.status)

@@ -99,12 +99,6 @@ class UsageRecordQuerySet(models.QuerySet):
         """Count an anonymous visitor's requests as the user's they signed in as; return how many."""
         return self.filter(user=None, visitor=visitor).update(user=user, visitor="")
 
-    def cost_since(self, user_id, visitor, since):
-        """Return what one person's requests (a user's, or an anonymous visitor's) have cost since `since`."""
-        mine = self.filter(user_id=user_id) if user_id else self.filter(user=None, visitor=visitor)
-        total = mine.filter(started__gte=since).aggregate(total=models.Sum("cost_usd"))["total"]
-        return Decimal(total or 0).quantize(COST_PLACES)
-
 
 class UsageRecord(models.Model):
     class Status(models.TextChoices):

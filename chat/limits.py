@@ -81,7 +81,7 @@ def check_rate(scope, who, limit, now, model, message):
     count = add_one(f"{prefix}{int(minute)}", timeout=150)
     previous = cache.get(f"{prefix}{int(minute) - 1}") or 0
     if count + previous * (1 - elapsed / 60) > limit:
-        count_once(Refusal.Kind.RATE_LIMITED, scope, who, model)
+        count_once(Refusal.Kind.RATE_LIMITED, scope, who, model, now=now)
         raise Refused(message, "rate_limited", scope, who)
 
 
@@ -156,8 +156,11 @@ def actual_cost(reservation, record):
     return (record.prompt_tokens + record.completion_tokens) * rate / MILLION
 
 
-def count_once(kind, scope, who, model="", channel="ws"):
-    """Count a refusal at most once per scope, who and minute (for refusals an attacker can repeat freely)."""
-    minute = int(datetime.now(timezone.utc).timestamp()) // 60
+def count_once(kind, scope, who, model="", channel="ws", now=None):
+    """Count a refusal at most once per scope, who and minute (for refusals an attacker can repeat freely).
+
+    `now`: the POSIX time of the refusal (the rate check's own clock), or the current time.
+    """
+    minute = int(datetime.now(timezone.utc).timestamp() if now is None else now) // 60
     if cache.add(f"chat:refused:{channel}:{kind}:{scope}:{budgets.who_hash(who)}:{minute}", 1, timeout=90):
         count_refusal(kind, scope, who, model, channel)

@@ -3,11 +3,16 @@
 The attacks on them (cookie-dropping, parallel sockets, per-address limits) are in test_guards.py.
 """
 
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.locmem import LocMemCache
 
-from billing.models import ModelPrice, UsageRecord
+from billing.budgets import who_hash
+from billing.models import ModelPrice, Refusal, UsageRecord
 from tests.conftest import connect, receive_until_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,3 +74,49 @@ def test_it_does_not_let_a_burst_through_twice_across_a_minute_boundary(settings
         limits.check(owner, now=end_of_minute.replace(minute=1, second=0, microsecond=100_000))
     # A minute later the earlier burst has slid out of the window.
     limits.check(owner, now=end_of_minute.replace(minute=2, second=0))
+
+
+class ExpiringCache(LocMemCache):
+    """A local cache whose new keys expire at once: `add` stores nothing, as when a key expires before `incr`."""
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return True
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_starts_a_counter_that_expired_between_add_and_incr_again_at_one(monkeypatch):
+    from chat import limits
+
+    monkeypatch.setattr(limits, "cache", ExpiringCache(f"expiring-{uuid.uuid4()}", {}))
+    at = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC).timestamp()
+    limits.check_rate("person", "alice", 1, at, "", "Too many.")  # counted as the first message: within a limit of 1
+    with pytest.raises(limits.Refused):
+        limits.check_rate("person", "alice", 1, at + 1, "", "Too many.")
+    for second in range(2):  # 1, then 2: within a limit of 2; the third is over
+        limits.check_rate("person", "bob", 2, at + second, "", "Too many.")
+    with pytest.raises(limits.Refused):
+        limits.check_rate("person", "bob", 2, at + 2, "", "Too many.")
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_counts_a_refusal_once_a_minute_by_the_clock_the_rate_check_was_given():
+    from chat import limits
+
+    who = f"visitor:{uuid.uuid4().hex}"
+    start = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC).timestamp()
+
+    def send(at):
+        limits.check_rate("person", who, 1, at, "demo/assistant", "Too many.")
+
+    def refusals():
+        return Refusal.objects.filter(kind="rate_limited", scope="person", who_hash=who_hash(who)).count()
+
+    send(start)
+    for at in (start + 1, start + 50):
+        with pytest.raises(limits.Refused):
+            send(at)
+    assert refusals() == 1
+    send(start + 120)  # two minutes on, by the same clock: the window is empty, and the next refusal counts again
+    with pytest.raises(limits.Refused):
+        send(start + 121)
+    assert refusals() == 2

@@ -68,7 +68,11 @@ def django_db_setup(django_db_setup, django_db_blocker, request):
     The mutation run creates a database per mutant, and building it from the models takes a seventh
     of the time the migrations take. The data the migrations seed (the default prices) is added here.
     """
-    if request.config.getvalue("nomigrations"):
+    from django.db import connection
+
+    # A session whose tests use no database makes none: then there is nothing to seed (and no database to touch).
+    made = connection.settings_dict["NAME"] == connection.creation._get_test_db_name()
+    if made and request.config.getvalue("nomigrations"):
         from django.apps import apps
 
         with django_db_blocker.unblock():

@@ -112,3 +112,11 @@ def test_it_rounds_a_cost_to_ten_decimal_places_half_even():
     assert p.cost(1, 0) == Decimal("0.0000001235")  # 0.000000123456
     assert p.cost(0, 1) == Decimal("0E-10")  # 0.00000000005: half to even
     assert p.cost(0, 3) == Decimal("0.0000000002")  # 0.00000000015: half to even
+
+
+def test_it_gives_a_signed_in_visitor_only_their_own_anonymous_records(alice, bob):
+    mine, theirs = make_record(visitor="visitor-mine"), make_record(visitor="visitor-theirs")
+    bobs = make_record(visitor="visitor-mine", user=bob)  # already someone's: stays theirs
+    assert UsageRecord.objects.adopt("visitor-mine", alice) == 1
+    owners = {r.pk: (r.user_id, r.visitor) for r in UsageRecord.objects.all()}
+    assert owners == {mine.pk: (alice.pk, ""), theirs.pk: (None, "visitor-theirs"), bobs.pk: (bob.pk, "visitor-mine")}

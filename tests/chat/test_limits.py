@@ -120,3 +120,37 @@ def test_it_counts_a_refusal_once_a_minute_by_the_clock_the_rate_check_was_given
     with pytest.raises(limits.Refused):
         send(start + 121)
     assert refusals() == 2
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_weighs_the_previous_minute_by_how_much_of_it_is_still_in_the_window(monkeypatch):
+    from chat import limits
+
+    monkeypatch.setattr(limits, "cache", LocMemCache(f"window-{uuid.uuid4()}", {}))
+    minute = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+    for second in (10, 20):
+        limits.check_rate("person", "alice", 2, minute + second, "", "Too many.")
+    # Half-way through the next minute half of the previous one is in the window: 1 + 2 x 0.5 is not over 2.
+    limits.check_rate("person", "alice", 2, minute + 90, "", "Too many.")
+    with pytest.raises(limits.Refused) as refused:  # 2 + 2 x 0.5 is
+        limits.check_rate("person", "alice", 2, minute + 90, "demo/assistant", "Too many.")
+    assert (refused.value.code, refused.value.scope, refused.value.who, str(refused.value)) == (
+        "rate_limited", "person", "alice", "Too many.")
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_lets_its_counters_expire_once_the_window_has_passed_them(monkeypatch):
+    import time
+
+    from chat import limits
+
+    counters = ExpiringCache(f"expiring-{uuid.uuid4()}", {})  # the counter is set after a failed incr
+    monkeypatch.setattr(limits, "cache", counters)
+    limits.check_rate("person", "alice", 5, time.time(), "", "Too many.")
+    counted = LocMemCache(f"counted-{uuid.uuid4()}", {})  # the counter is added, then incremented
+    monkeypatch.setattr(limits, "cache", counted)
+    limits.check_rate("person", "alice", 5, time.time(), "", "Too many.")
+    for cache in (counters, counted):
+        (expires,) = cache._expire_info.values()
+        # Read as "the previous minute" until the end of the next one: kept 2 minutes, and not for good.
+        assert expires is not None and 120 <= expires - time.time() <= 300

@@ -26,14 +26,14 @@ def usage_of(c):
 # OpenAI-compatible
 
 
-def test_openai_posts_to_chat_completions_with_the_key_as_a_bearer_token():
+def test_it_posts_openai_requests_to_chat_completions_with_the_key_as_a_bearer_token():
     provider = OpenAIProvider({"base_url": "http://up.example/v1", "api_key": "sk-1"})
     assert provider.url == "http://up.example/v1/chat/completions"
     assert provider.headers == {"Accept-Encoding": "identity", "Authorization": "Bearer sk-1"}
     assert OpenAIProvider({"base_url": "http://up", "api_key": ""}).headers == {"Accept-Encoding": "identity"}
 
 
-def test_openai_sends_the_system_prompt_first_and_asks_a_stream_for_its_usage():
+def test_it_sends_openai_the_system_prompt_first_and_asks_a_stream_for_its_usage():
     provider = OpenAIProvider({"base_url": "http://up", "api_key": ""})
     assert provider.payload(call(system="Be brief.", max_tokens=50)) == {
         "model": "model-x", "max_tokens": 50, "stream": True, "stream_options": {"include_usage": True},
@@ -44,7 +44,7 @@ def test_openai_sends_the_system_prompt_first_and_asks_a_stream_for_its_usage():
     }
 
 
-def test_openai_reads_a_chunks_text_model_finish_reason_and_usage():
+def test_it_reads_an_openai_chunks_text_model_finish_reason_and_usage():
     c = call()
     assert read_chunk(c, '{"model":"gpt-x-2025","choices":[{"delta":{"content":"Hel"},"finish_reason":null}]}') == "Hel"
     assert read_chunk(c, '{"choices":[{"delta":{"content":""}}]}') == ""
@@ -56,14 +56,14 @@ def test_openai_reads_a_chunks_text_model_finish_reason_and_usage():
     assert usage_of(c) == (11, 3, 4, 2) and c.usage.cost == Decimal("0.00021")
 
 
-def test_openai_ignores_a_chunks_usage_with_a_null_completion_count():
+def test_it_ignores_an_openai_usage_with_a_null_completion_count():
     c = call()
     read_chunk(c, '{"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":5,"completion_tokens":null}}')
     read_chunk(c, '{"usage":"none"}')
     assert c.usage is None and c.upstream_model == ""
 
 
-def test_openai_reads_null_counts_inside_a_reported_usage_as_zero():
+def test_it_reads_null_counts_inside_a_reported_openai_usage_as_zero():
     c = call()
     read_chunk(c, '{"usage":{"prompt_tokens":null,"completion_tokens":2,"prompt_tokens_details":null}}')
     assert usage_of(c) == (0, 2, 0, 0) and c.usage.cost is None
@@ -74,7 +74,7 @@ def test_openai_reads_null_counts_inside_a_reported_usage_as_zero():
     ("[1, 2]", "The upstream sent an unexpected event."),
     ('{"error":{"message":"overloaded"}}', "The upstream reported an error mid-stream."),
 ])
-def test_openai_fails_on_a_chunk_it_cannot_use(data, message):
+def test_it_fails_on_an_openai_chunk_it_cannot_use(data, message):
     with pytest.raises(UpstreamError) as failure:
         read_chunk(call(), data)
     assert str(failure.value) == message
@@ -84,7 +84,7 @@ def test_openai_fails_on_a_chunk_it_cannot_use(data, message):
         assert failure.value.detail == repr(data)
 
 
-def test_openai_reads_a_completion():
+def test_it_reads_an_openai_completion():
     c = call(stream=False)
     body = (b'{"model":"gpt-x-2025","choices":[{"message":{"content":"Hello there"},"finish_reason":"length"}],'
             b'"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":3}}}')
@@ -93,14 +93,14 @@ def test_openai_reads_a_completion():
     assert usage_of(c) == (9, 2, 3, 0)
 
 
-def test_openai_reads_a_bare_completion_as_stopped_with_its_usage_to_estimate():
+def test_it_reads_a_bare_openai_completion_as_stopped_with_its_usage_to_estimate():
     c = call(stream=False)
     assert read_completion(c, b'{"choices":[{"message":{"content":null}}],"usage":{"completion_tokens":null}}', 200) == ""
     assert (c.upstream_model, c.finish_reason, c.pieces, c.usage) == ("", "stop", 0, None)
 
 
 @pytest.mark.parametrize("body", [b"<html>", b'{"choices":[]}', b'{"choices":[{}]}', b'{"choices":null}', b"[]"])
-def test_openai_fails_on_a_completion_it_cannot_read(body):
+def test_it_fails_on_an_openai_completion_it_cannot_read(body):
     with pytest.raises(UpstreamError) as failure:
         read_completion(call(stream=False), body, 202)
     assert str(failure.value) == "The upstream sent an unreadable completion (HTTP 202)."
@@ -110,14 +110,14 @@ def test_openai_fails_on_a_completion_it_cannot_read(body):
     (0.00021, Decimal("0.00021")), ("0.5", Decimal("0.5")), (0, Decimal("0")), (999_999_999, Decimal("999999999")),
     (None, None), (True, None), ("n/a", None), ("NaN", None), ("Infinity", None), (-0.01, None), (10**9, None),
 ])
-def test_openai_keeps_a_reported_cost_only_when_it_is_a_number_the_record_can_hold(value, expected):
+def test_it_keeps_a_reported_cost_only_when_it_is_a_number_the_record_can_hold(value, expected):
     assert reported_cost(value) == expected
 
 
 # Anthropic
 
 
-def test_anthropic_posts_to_messages_under_v1_with_its_version_and_key():
+def test_it_posts_anthropic_requests_to_messages_under_v1_with_its_version_and_key():
     provider = AnthropicProvider({"base_url": "http://up.example", "api_key": "key-1"})
     assert provider.url == "http://up.example/v1/messages"
     assert provider.headers == {"anthropic-version": "2023-06-01", "Accept-Encoding": "identity", "x-api-key": "key-1"}
@@ -125,7 +125,7 @@ def test_anthropic_posts_to_messages_under_v1_with_its_version_and_key():
     assert bare.url == "http://up.example/v1/messages" and "x-api-key" not in bare.headers
 
 
-def test_anthropic_sends_the_system_prompt_as_a_top_level_field():
+def test_it_sends_anthropic_the_system_prompt_as_a_top_level_field():
     provider = AnthropicProvider({"base_url": "http://up", "api_key": ""})
     assert provider.payload(call(system="Be brief.", max_tokens=50)) == {
         "model": "model-x", "max_tokens": 50, "stream": True, "system": "Be brief.",
@@ -136,7 +136,7 @@ def test_anthropic_sends_the_system_prompt_as_a_top_level_field():
     }
 
 
-def test_anthropic_reads_a_streams_text_usage_cache_and_stop_reason():
+def test_it_reads_an_anthropic_streams_text_usage_cache_and_stop_reason():
     c = call()
     events = [
         ("message_start", '{"type":"message_start","message":{"model":"claude-x-20250101","usage":{"input_tokens":10,'
@@ -155,19 +155,19 @@ def test_anthropic_reads_a_streams_text_usage_cache_and_stop_reason():
     assert usage_of(c) == (70, 6, 20, 40) and c.usage_partial is False and c.finish_reason == "max_tokens"
 
 
-def test_anthropic_takes_the_event_type_from_the_data_over_the_event_name():
+def test_it_takes_an_anthropic_event_type_from_the_data_over_the_event_name():
     c = call()
     assert read_event(c, Event('{"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}')) == "x"
 
 
-def test_anthropic_reads_a_message_start_without_usage_or_model():
+def test_it_reads_a_message_start_without_usage_or_model():
     c = call()
     c.upstream_model = "earlier"
     read_event(c, Event('{"type":"message_start","message":null}', "message_start"))
     assert c.upstream_model == "" and usage_of(c) == (0, 0, 0, 0) and c.usage_partial is True
 
 
-def test_anthropic_keeps_the_usage_estimated_when_message_delta_counts_nothing():
+def test_it_keeps_the_usage_estimated_when_message_delta_counts_nothing():
     c = call()
     read_event(c, Event('{"type":"message_start","message":{"usage":{"input_tokens":5}}}', "message_start"))
     read_event(c, Event('{"type":"message_delta","delta":null,"usage":{"output_tokens":null}}', "message_delta"))
@@ -176,7 +176,7 @@ def test_anthropic_keeps_the_usage_estimated_when_message_delta_counts_nothing()
     assert c.usage_partial is False
 
 
-def test_anthropic_reads_null_cache_counts_as_zero():
+def test_it_reads_null_anthropic_counts_as_zero():
     c = call()
     read_event(c, Event('{"type":"message_start","message":{"usage":{"input_tokens":null,'
                         '"cache_read_input_tokens":null,"cache_creation_input_tokens":null}}}', "message_start"))
@@ -192,7 +192,7 @@ def test_anthropic_reads_null_cache_counts_as_zero():
     ({"type": "overloaded_error"}, "upstream_error", "overloaded_error"),
     ({}, "upstream_error", "error"),
 ])
-def test_anthropic_maps_an_error_event_to_a_code_and_keeps_its_message(error, code, detail):
+def test_it_maps_an_anthropic_error_event_to_a_code_and_keeps_its_message(error, code, detail):
     import json
 
     with pytest.raises(UpstreamError) as failure:
@@ -205,13 +205,13 @@ def test_anthropic_maps_an_error_event_to_a_code_and_keeps_its_message(error, co
     ("{not json", "The upstream sent a malformed event."),
     ('"text"', "The upstream sent an unexpected event."),
 ])
-def test_anthropic_fails_on_an_event_it_cannot_use(data, message):
+def test_it_fails_on_an_anthropic_event_it_cannot_use(data, message):
     with pytest.raises(UpstreamError) as failure:
         read_event(call(), Event(data, "content_block_delta"))
     assert str(failure.value) == message and failure.value.detail == repr(data)
 
 
-def test_anthropic_reads_a_message_with_its_text_blocks_usage_and_cache():
+def test_it_reads_an_anthropic_message_with_its_text_blocks_usage_and_cache():
     c = call(stream=False)
     body = (b'{"model":"claude-x","stop_reason":"max_tokens","content":[{"type":"text","text":"Hel"},'
             b'{"type":"tool_use","text":"no"},{"type":"text","text":"lo"},{"type":"text"}],'
@@ -222,14 +222,14 @@ def test_anthropic_reads_a_message_with_its_text_blocks_usage_and_cache():
     assert usage_of(c) == (70, 5, 20, 40)
 
 
-def test_anthropic_reads_a_bare_message_as_ended_with_its_usage_to_estimate():
+def test_it_reads_a_bare_anthropic_message_as_ended_with_its_usage_to_estimate():
     c = call(stream=False)
     assert read_message(c, b'{"content":[],"usage":{"input_tokens":4,"output_tokens":null}}', 200) == ""
     assert (c.upstream_model, c.finish_reason, c.pieces, c.usage) == ("", "end_turn", 0, None)
 
 
 @pytest.mark.parametrize("body", [b"<html>", b"{}", b'{"content":null}', b'{"content":["text"]}'])
-def test_anthropic_fails_on_a_message_it_cannot_read(body):
+def test_it_fails_on_an_anthropic_message_it_cannot_read(body):
     with pytest.raises(UpstreamError) as failure:
         read_message(call(stream=False), body, 529)
     assert str(failure.value) == "The upstream sent an unreadable message (HTTP 529)."

@@ -24,7 +24,8 @@ def check_rate(api_key, model="", now=None):
     count = limits.add_one(f"gateway:rate:{api_key.pk}:{int(now.timestamp()) // 60}", timeout=90)
     if count > api_key.rate_limit:
         # Once per key and minute, as every refusal here: a refused client may retry in a loop.
-        limits.count_once(Refusal.Kind.RATE_LIMITED, "apikey", str(api_key.pk), model, channel="api")
+        limits.count_once(Refusal.Kind.RATE_LIMITED, "apikey", str(api_key.pk), model, channel="api",
+                          now=now.timestamp())
         raise ApiError(429, f"Rate limit reached: this key may make {api_key.rate_limit} requests a minute.",
                        "rate_limit_exceeded", retry_after=60 - int(now.timestamp()) % 60)
 

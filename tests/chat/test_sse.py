@@ -273,3 +273,12 @@ async def test_it_fails_the_reply_with_a_clear_error_past_the_cap(settings):
         async for text in texts(chunks_of(*body), lambda event: event.data):
             received.append(text)
     assert received == ["a"]
+
+
+def test_it_closes_on_an_unterminated_event_read_in_pieces_with_its_id_retry_and_default_type():
+    decoder = SSEDecoder(limit=100)
+    for piece in (b"id: 7\nretry: 250\nda", b"ta: ab", b"c"):
+        assert decoder.feed(piece) == []
+    tail = decoder.close()
+    assert (tail.data, tail.event, tail.id, tail.retry) == ("abc", "message", "7", 250)
+    assert decoder.close() is None  # closed: nothing is left, and nothing counts against the cap

@@ -109,7 +109,8 @@ def test_it_counts_a_refusal_once_a_minute_by_the_clock_the_rate_check_was_given
         limits.check_rate("person", who, 1, at, "demo/assistant", "Too many.")
 
     def refusals():
-        return Refusal.objects.filter(kind="rate_limited", scope="person", who_hash=who_hash(who)).count()
+        return Refusal.objects.filter(kind="rate_limited", scope="person", who_hash=who_hash(who),
+                                      model="demo/assistant", channel="ws").count()
 
     send(start)
     for at in (start + 1, start + 50):
@@ -154,3 +155,13 @@ def test_it_lets_its_counters_expire_once_the_window_has_passed_them(monkeypatch
         (expires,) = cache._expire_info.values()
         # Read as "the previous minute" until the end of the next one: kept 2 minutes, and not for good.
         assert expires is not None and 120 <= expires - time.time() <= 300
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_leaves_the_row_of_a_refusal_counted_where_it_is_handled():
+    from chat import limits
+
+    limits.Refused("Your daily budget is spent.", "budget_exceeded", "person", "visitor:abc").count("mock/m", "api")
+    row = Refusal.objects.get()
+    assert (row.kind, row.scope, row.who_hash, row.model, row.channel) == (
+        "budget_exceeded", "person", who_hash("visitor:abc"), "mock/m", "api")

@@ -82,7 +82,8 @@ def django_db_setup(django_db_setup, django_db_blocker, request):
     """The test database; built from the models with --no-migrations (make mutate), then seeded as migrated.
 
     The mutation run creates a database per mutant, and building it from the models takes a seventh
-    of the time the migrations take. The data the migrations seed (the default prices) is added here.
+    of the time the migrations take. The data the migrations seed (the default prices) and the triggers
+    they create (the dashboard roll-up's) are added here.
     """
     from django.db import connection
 
@@ -94,6 +95,8 @@ def django_db_setup(django_db_setup, django_db_blocker, request):
         with django_db_blocker.unblock():
             import_module("billing.migrations.0002_default_prices").add_prices(apps, None)
             import_module("billing.migrations.0004_cache_writes_and_upstream_cost").add_cache_write_rates(apps, None)
+            with connection.schema_editor() as schema_editor:  # the roll-up's staleness triggers
+                import_module("billing.migrations.0009_rollup").create_triggers(apps, schema_editor)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -112,7 +112,9 @@ def test_it_continues_the_reply_after_a_two_second_network_cut(page, context, mo
 
 
 def test_it_shows_the_reply_live_in_a_second_tab_whose_stop_stops_both(page, context, mock):
-    send(page, "watch me", RESUME)
+    # LONG, not RESUME: the reply must still stream when Stop is pressed, after the second tab has
+    # loaded and seen it grow, which takes a loaded machine more than RESUME's three seconds.
+    send(page, "watch me", LONG)
     wait_for_text(page, 20)
     message_id = reply_id(page)
     other = open_chat(context.new_page(), page.url)
@@ -142,7 +144,7 @@ def test_it_shows_a_reply_started_in_another_tab_live_in_a_tab_already_open_whos
     other = watched(context.new_page())
     open_chat(other, page.url)  # both tabs show the conversation before the reply starts
     expect(other.locator("#connection")).to_have_attribute("data-state", "open")
-    send(page, "watch me from there", RESUME)
+    send(page, "watch me from there", LONG)  # still streaming when Stop is pressed, however loaded the machine
     expect(other.locator(".message.user .content").last).to_have_text("watch me from there")
     message_id = reply_id(page)
     mirror = other.locator(f'.message.assistant[data-id="{message_id}"]')

@@ -322,7 +322,8 @@ _shutdown_hooked = False
 
 
 def watch_for_shutdown():
-    """Under daphne, finish or store the replies in flight before the process exits (once per process)."""
+    """Under daphne, finish or store the replies in flight, then close the upstream client, before the
+    process exits (once per process)."""
     global _shutdown_hooked
     if _shutdown_hooked:
         return
@@ -332,9 +333,18 @@ def watch_for_shutdown():
     from twisted.internet import defer
 
     _shutdown_hooked = True
+    # "before": in the "during" phase the reactor stops the event loop first, and nothing more runs.
     reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
     )
+
+
+async def shutdown():
+    """Let the replies in flight finish or store them, then close the upstream client and its connections."""
+    from chat.providers.http import close_at_shutdown
+
+    await drain()
+    await close_at_shutdown()
 
 
 async def drain(timeout=None):

@@ -19,7 +19,8 @@ from chat.providers import UpstreamError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_clients = weakref.WeakKeyDictionary()
+_clients = weakref.WeakKeyDictionary()  # event loop -> its shared client
+_closers = weakref.WeakKeyDictionary()  # event loop -> the parked generator that closes its client with it
 
 
 class Transport(AiohttpTransport):
@@ -99,14 +100,54 @@ def client():
             timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT), transport=transport
         )
         _clients[loop] = shared
+        _close_with_loop(loop, shared)
     return shared
 
 
 async def close_client():
     """Close this event loop's shared client and its connections, if it has one."""
-    shared = _clients.pop(asyncio.get_running_loop(), None)
-    if shared is not None:
+    loop = asyncio.get_running_loop()
+    shared, closer = _clients.pop(loop, None), _closers.pop(loop, None)
+    if closer is not None:
+        await closer.aclose()  # closes `shared`
+    elif shared is not None:
         await shared.aclose()
+
+
+async def _closing(shared):
+    """Wait, parked, for the loop to end; then close its client (aiohttp's session and connector)."""
+    try:
+        yield
+    finally:
+        await shared.aclose()
+
+
+def _close_with_loop(loop, shared):
+    """Close `shared` when its event loop ends, so no connection or aiohttp session outlives it.
+
+    An event loop run by asyncio.run() or an asyncio.Runner (pytest-asyncio's, asgiref's) closes
+    the async generators begun on it before it closes: a generator parked at its `yield` is one
+    such, and closes the client in its `finally`. daphne's Twisted reactor stops its loop without
+    doing that, so under daphne the client is closed by its shutdown trigger (chat.replies).
+    """
+    closer = _closing(shared)
+    _closers[loop] = closer
+    try:
+        closer.asend(None).send(None)  # to the `yield` (no await before it); the loop now knows it
+    except StopIteration:
+        pass
+    from chat import replies
+
+    replies.watch_for_shutdown()
+
+
+async def close_at_shutdown():
+    """Close the shared client as the server stops (chat.replies.shutdown, after the replies drain)."""
+    shared = _clients.get(asyncio.get_running_loop())
+    if shared is None or shared.is_closed:
+        return
+    await close_client()
+    log.info("shutting down: the upstream client is closed")
 
 
 def retry_delay(attempt, retry_after=None):

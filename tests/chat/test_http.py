@@ -47,3 +47,38 @@ async def test_it_closes_an_idle_connection_the_upstream_hung_up():
     finally:
         await close_client()
         mock.stop()
+
+
+def test_the_shared_client_closes_with_its_event_loop():
+    """A loop that ends (asyncio.run, an asyncio.Runner) closes its client: no aiohttp session or
+    connection outlives it ("Unclosed client session", "Unclosed connector")."""
+    from chat.providers import http
+
+    mock = MockUpstream(ttft_ms=1, gap_ms=1, tokens=3)
+    base = mock.start_in_thread()
+    port = int(base.rsplit(":", 1)[1])
+
+    async def use():
+        assert await reply(base)
+        assert upstream_sockets(port) == {"ESTABLISHED": 1}  # pooled, kept alive
+        return http.client()
+
+    try:
+        shared = asyncio.run(use())
+        assert shared.is_closed
+        assert shared._transport.client.closed  # aiohttp's session, and with it its connector
+        assert upstream_sockets(port) == {}
+    finally:
+        mock.stop()
+
+
+async def test_close_client_closes_it_once_and_a_new_one_follows(mock):
+    from chat.providers import http
+
+    first = http.client()
+    await close_client()
+    assert first.is_closed and first._transport.client.closed
+    second = http.client()
+    assert second is not first and not second.is_closed
+    await close_client()
+    assert second.is_closed

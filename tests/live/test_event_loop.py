@@ -39,3 +39,28 @@ def test_it_installs_the_uvloop_policy():
 def test_it_falls_back_to_asyncio_without_uvloop():
     blocked = "import sys\nsys.modules['uvloop'] = None  # importing it now raises ImportError\n"
     assert loop_in_a_fresh_process(blocked) == ["asyncio", "asyncio.unix_events"]
+
+
+def test_daphne_closes_its_upstream_client_when_it_stops(upstream, tmp_path):
+    """SIGTERM: the replies drain, then the shared client closes its aiohttp session and connections
+    before the loop stops (no "Unclosed client session" / "Unclosed connector" at exit)."""
+    from tests.live.conftest import MODELS, SETTINGS
+    from tests.live.servers import Server, migrate, server_env
+
+    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", "", MODELS, upstream.base_url + "/v1", **SETTINGS)
+    env["LOG_LEVEL"] = "INFO"
+    migrate(env)
+    server = Server(env, tmp_path / "daphne.log").start()
+    try:
+        chat = Chat(server, new_session(server))
+        try:
+            chat.send(type="send", content="then stop", model=FAST)
+            assert chat.until("done")[-1]["status"] == "completed"
+        finally:
+            chat.close()
+    finally:
+        code = server.terminate()
+    log = server.log()
+    assert code == 0, log
+    assert "shutting down: the upstream client is closed" in log
+    assert "Unclosed" not in log

@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -65,10 +66,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def scope_key(self, scope):
         return self.owner.key if scope == "person" else self.owner.address
 
-    async def dispatch(self, message):
-        """Handle one ASGI event; if handling it fails, end the reply in flight before the socket goes."""
+    async def __call__(self, scope, receive, send):
+        """Handle the socket's events one after another until it closes.
+
+        Channels' own loop (`await_many_dispatch`) keeps a receive task and an `asyncio.wait` per
+        socket, for sockets that also listen on the channel layer; this one listens only to its
+        browser (`channel_layer_alias` is None), so it awaits `receive` itself: a task and its
+        waiters fewer for every open socket.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         try:
-            await super().dispatch(message)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message):
+        """Handle one ASGI event; if handling it fails, end the reply in flight before the socket goes.
+
+        Unlike Channels' dispatch, no `aclose_old_connections()` first (nor after a disconnect): that
+        is a thread hand-off per frame, and this consumer touches the database only through
+        `database_sync_to_async`, which closes stale connections around every call itself.
+        """
+        try:
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"No handler for message type {message['type']}")
+            await handler(message)
         except StopConsumer:
             raise
         except Exception:
@@ -242,6 +268,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.unanswered(message["message"], 0)
 
     # --- the socket closes ----------------------------------------------------------------------
+
+    async def websocket_disconnect(self, message):
+        """The socket closed (this consumer is in no group): handle it, then end the consumer."""
+        await self.disconnect(message["code"])
+        raise StopConsumer
 
     async def disconnect(self, code):
         """Called when the socket closes: leave the replies it watched (each ends after the grace period

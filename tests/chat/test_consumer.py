@@ -313,3 +313,16 @@ async def test_it_sends_no_usage_or_cost_to_whom_chat_show_usage_hides_them(tran
         assert ("usage" in done and "cost_usd" in done) is staff
         assert {"tokens", "speed", "cost"} <= done["figures"].keys() if staff else done["figures"].keys() == {"model", "ttft"}
         assert await UsageRecord.objects.filter(user=user, status="completed").acount() == 1  # billed all the same
+
+
+async def test_an_open_socket_waits_in_its_own_task_only(alice_session):
+    """The consumer awaits its socket's events itself: no receive task of Channels' beside its own."""
+    before = asyncio.all_tasks()
+    ws = await connect(alice_session)
+    await asyncio.sleep(0.05)
+    added = asyncio.all_tasks() - before
+    assert len(added) == 1, added  # the application's (the socket's) task
+    await ws.send_json_to({"type": "send", "content": "still answered", "model": "demo/assistant"})
+    frames = await receive_until_done(ws)
+    assert frames[-1]["status"] == "completed"
+    await ws.disconnect()

@@ -44,6 +44,7 @@ class Call:
     pieces: int = 0  # content events received: the completion estimate when usage is missing
     retries: int = 0
     opened: bool = False  # the upstream accepted the request (it may bill for the prompt)
+    prompt_chars: int | None = None  # the prompt's size, kept once its text is let go (forget_prompt)
 
     @property
     def provider(self):
@@ -56,8 +57,17 @@ class Call:
 
     def prompt_estimate(self):
         """Return the prompt's size in tokens, estimated at ~4 characters a token."""
-        chars = len(self.system) + sum(len(m["content"]) for m in self.messages)
+        chars = self.prompt_chars
+        if chars is None:
+            chars = len(self.system) + sum(len(m["content"]) for m in self.messages)
         return max(1, round(chars / 4))
+
+    def forget_prompt(self):
+        """The upstream has the request: keep the prompt's size for an estimate, not its text (the
+        history and the message can be most of what a long reply holds while it streams)."""
+        if self.prompt_chars is None:
+            self.prompt_chars = len(self.system) + sum(len(m["content"]) for m in self.messages)
+        self.messages = []
 
     def estimated_usage(self):
         """Return usage estimated from what was sent and received."""

@@ -48,7 +48,13 @@ class Transport(AiohttpTransport):
                 raise httpx.RemoteProtocolError(str(cause), request=request) from cause
             raise
         response.stream = response.extensions["body"] = Body(response.stream._aiohttp_response, request)
+        # The body is sent: the request (kept by the response for its errors) need not keep the prompt.
+        request.stream = SENT
+        request._content = b""  # httpx's copy of a body given as bytes or json (Request.read())
         return response
+
+
+SENT = httpx.ByteStream(b"")
 
 
 class Body(httpx.AsyncByteStream):
@@ -213,6 +219,8 @@ async def post(call, url, payload, headers):
         else:
             if response.status_code < 400:
                 call.opened = True
+                call.forget_prompt()  # no retry now: the payload and the messages are not needed again
+                payload = request = None
                 try:
                     yield response
                 finally:

@@ -82,3 +82,29 @@ async def test_close_client_closes_it_once_and_a_new_one_follows(mock):
     assert second is not first and not second.is_closed
     await close_client()
     assert second.is_closed
+
+
+async def test_a_stream_in_flight_keeps_no_copy_of_its_prompt(mock):
+    """Once the upstream has the request, neither the Call, the payload nor httpx's request keeps the
+    prompt (history and message) for the length of the stream: only its size, for an estimate."""
+    import tracemalloc
+
+    provider = OpenAIProvider({"api": "openai", "base_url": mock.base_url + "/v1", "api_key": "k"})
+    call = Call(model="mock/m+ttft=1+gap=100+tokens=3",
+                messages=[{"role": "user", "content": "a long history " * 70_000}])  # ~1 MiB
+    prompt_estimate = call.prompt_estimate()
+    tracemalloc.start(30)
+    try:
+        stream = provider.stream(call)
+        first = await anext(stream)
+        # What this process's client holds (the mock upstream, in a thread here, keeps its own copy).
+        ours = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, "*/chat/mock_upstream/*", all_frames=True)])
+        held = [s for s in ours.statistics("lineno") if s.size >= 512 * 1024]
+        rest = [text async for text in stream]
+    finally:
+        tracemalloc.stop()
+        await close_client()
+    assert first and rest and call.finish_reason
+    assert held == [], [str(s) for s in held]
+    assert call.messages == [] and call.prompt_estimate() == prompt_estimate

@@ -71,6 +71,8 @@ class Servers:
         self.models = []
         # How daphne is started: chatsite's entry point (uvloop when installed); [DAPHNE] is plain asyncio.
         self.command = [PYTHON, "-m", "chatsite.serve"]
+        self.root = ROOT  # the checkout daphne runs (bench/memory.py --baseline: another one)
+        self.extra_env = {}  # more variables for daphne (bench/memory.py: PYTHONTRACEMALLOC)
 
     def env(self, flush_ms=None):
         env = dict(os.environ, SECRET_KEY="bench", DATABASE_URL=self.database_url, MOCK_API_KEY="x",
@@ -87,6 +89,7 @@ class Servers:
             env["BENCH_PATCHES"] = ",".join(self.patches)
         if flush_ms is not None:
             env["CHAT_FLUSH_MS"] = str(flush_ms)
+        env.update(BENCH_DIR=str(self.workdir), **self.extra_env)
         return env
 
     def log(self, name):
@@ -105,18 +108,18 @@ class Servers:
         subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env(),
                        check=True, stdout=self.log("migrate"), stderr=subprocess.STDOUT)
 
-    def start_daphne(self, count=1, flush_ms=None):
+    def start_daphne(self, count=1, flush_ms=None, timeout=30):
         """Start `count` fresh daphne processes; return their ports."""
         self.stop_daphne()
         for i in range(count):
             port = free_port()
             proc = subprocess.Popen(
                 [*self.command, "-b", "127.0.0.1", "-p", str(port), self.asgi],
-                cwd=ROOT, env=self.env(flush_ms), stdout=self.log(f"daphne-{i}"), stderr=subprocess.STDOUT,
+                cwd=self.root, env=self.env(flush_ms), stdout=self.log(f"daphne-{i}"), stderr=subprocess.STDOUT,
             )
             self.daphnes.append((proc, port))
         for proc, port in self.daphnes:
-            wait_port(port, proc)
+            wait_port(port, proc, timeout)
         return self.ports
 
     @property

@@ -111,6 +111,19 @@ def test_it_continues_the_reply_after_a_two_second_network_cut(page, context, mo
     check_one_completed_reply(page, mock, "cut me off", message_id, samples)
 
 
+def stop_from(other, page, mock, message_id, tag):
+    """Press Stop in the tab `other`; check both tabs and the record say stopped; return the stored reply."""
+    other.get_by_role("button", name="Stop").click()
+    for tab in (other, page):
+        wait_for_reply(tab, "stopped")
+        expect(tab.get_by_role("button", name="Stop")).to_be_hidden()
+    assert mock.wait_idle(10)
+    record = UsageRecord.objects.get(message_id=message_id)
+    assert record.status == "stopped" and AbandonmentEvent.objects.get(record=record).reason == "stop"
+    assert sent_by_mock(mock, tag)["status"] == "closed_early"
+    return Message.objects.get(pk=message_id).content
+
+
 def test_it_shows_the_reply_live_in_a_second_tab_whose_stop_stops_both(page, context, mock):
     # LONG, not RESUME: the reply must still stream when Stop is pressed, after the second tab has
     # loaded and seen it grow, which takes a loaded machine more than RESUME's three seconds.
@@ -123,15 +136,7 @@ def test_it_shows_the_reply_live_in_a_second_tab_whose_stop_stops_both(page, con
     seen = len(screen_text(other))
     other.wait_for_function(f"() => {LAST}.querySelector('.content').textContent.length > {seen}")
     assert screen_text(page).startswith(screen_text(other)[:20])
-    other.get_by_role("button", name="Stop").click()
-    for tab in (other, page):
-        wait_for_reply(tab, "stopped")
-        expect(tab.get_by_role("button", name="Stop")).to_be_hidden()
-    assert mock.wait_idle(10)
-    record = UsageRecord.objects.get(message_id=message_id)
-    assert record.status == "stopped" and AbandonmentEvent.objects.get(record=record).reason == "stop"
-    assert sent_by_mock(mock, "watch me")["status"] == "closed_early"
-    stored = Message.objects.get(pk=message_id).content
+    stored = stop_from(other, page, mock, message_id, "watch me")
     for tab in (page, other):
         assert screen_text(tab).strip() == stored.strip()
     other.close()
@@ -154,15 +159,7 @@ def test_it_shows_a_reply_started_in_another_tab_live_in_a_tab_already_open_whos
         assert len(samples) < 300, f"the other tab's reply does not grow: {samples[-3:]}"
         samples.append(screen_text(other))
         other.wait_for_timeout(50)
-    other.get_by_role("button", name="Stop").click()
-    for tab in (other, page):
-        wait_for_reply(tab, "stopped")
-        expect(tab.get_by_role("button", name="Stop")).to_be_hidden()
-    assert mock.wait_idle(10)
-    record = UsageRecord.objects.get(message_id=message_id)
-    assert record.status == "stopped" and AbandonmentEvent.objects.get(record=record).reason == "stop"
-    assert sent_by_mock(mock, "watch me from there")["status"] == "closed_early"
-    stored = Message.objects.get(pk=message_id).content
+    stored = stop_from(other, page, mock, message_id, "watch me from there")
     for tab in (page, other):
         assert screen_text(tab).strip() == stored.strip()
         assert_clean(tab)

@@ -49,13 +49,13 @@ def sent_by_mock(mock, tag):
     return entries[0]
 
 
-def check_one_completed_reply(tab, mock, tag, message_id, samples):
-    """The screen shows exactly what the upstream sent, stored once, billed once as completed."""
+def check_one_completed_reply(tab, mock, tag, message_id, samples, tokens=120):
+    """The screen shows exactly what the upstream sent (`tokens` of it), stored once, billed once as completed."""
     reply = wait_for_reply(tab)
     assert int(reply.get_attribute("data-id")) == message_id, "the same reply continued"
     assert mock.wait_idle(10)
     sent = sent_by_mock(mock, tag)
-    assert sent["status"] == "completed" and sent["tokens_sent"] == 120
+    assert sent["status"] == "completed" and sent["tokens_sent"] == tokens
     final = screen_text(tab).strip()
     assert final == sent["text"].strip()
     partial = [s for s in samples if s]
@@ -97,7 +97,9 @@ RECORD_STATES = f"""() => {{
 
 
 def test_it_continues_the_reply_after_a_two_second_network_cut(page, context, mock):
-    send(page, "cut me off", RESUME)
+    # LONG (ten seconds), not RESUME: the reply must still be in flight when the network goes (the
+    # page marks only a reply in flight "Reconnecting") and after it comes back, on a loaded machine.
+    send(page, "cut me off", LONG)
     wait_for_text(page, 20)
     message_id = reply_id(page)
     page.evaluate(RECORD_STATES)
@@ -108,7 +110,7 @@ def test_it_continues_the_reply_after_a_two_second_network_cut(page, context, mo
     context.set_offline(False)
     samples = []
     sample_while_streaming(page, samples)
-    check_one_completed_reply(page, mock, "cut me off", message_id, samples)
+    check_one_completed_reply(page, mock, "cut me off", message_id, samples, tokens=400)
 
 
 def stop_from(other, page, mock, message_id, tag):

@@ -165,3 +165,39 @@ def test_it_leaves_the_row_of_a_refusal_counted_where_it_is_handled():
     row = Refusal.objects.get()
     assert (row.kind, row.scope, row.who_hash, row.model, row.channel) == (
         "budget_exceeded", "person", who_hash("visitor:abc"), "mock/m", "api")
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_counts_a_busy_refusal_once_with_no_model_and_lets_its_marker_expire(monkeypatch):
+    import time
+
+    from chat import limits
+
+    markers = LocMemCache(f"markers-{uuid.uuid4()}", {})
+    monkeypatch.setattr(limits, "cache", markers)
+    for _ in range(2):
+        limits.count_once("busy", "person", "visitor:abc")
+    row = Refusal.objects.get()
+    assert (row.kind, row.scope, row.who_hash, row.model, row.channel) == (
+        "busy", "person", who_hash("visitor:abc"), "", "ws")
+    (expires,) = markers._expire_info.values()
+    assert expires is not None and 60 <= expires - time.time() <= 300  # outlives its minute, not for good
+    limits.count_once("busy", "apikey", "7", "mock/m", channel="api")
+    assert Refusal.objects.filter(scope="apikey", model="mock/m", channel="api").count() == 1
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_leaves_a_refusal_row_with_no_who_and_a_model_cut_to_its_field():
+    from chat import limits
+
+    limits.count_refusal("busy", "site", "")
+    limits.count_refusal("budget_exceeded", "site", "", "m" * 250)
+    rows = list(Refusal.objects.order_by("pk").values_list("kind", "who_hash", "model", "channel"))
+    assert rows == [("busy", "", "", "ws"), ("budget_exceeded", "", "m" * 200, "ws")]
+
+
+def test_it_refuses_with_no_scope_or_who_unless_told():
+    from chat import limits
+
+    refused = limits.Refused("No such conversation.", "not_found")
+    assert (str(refused), refused.code, refused.scope, refused.who) == ("No such conversation.", "not_found", "", "")

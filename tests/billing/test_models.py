@@ -120,3 +120,9 @@ def test_it_gives_a_signed_in_visitor_only_their_own_anonymous_records(alice, bo
     assert UsageRecord.objects.adopt("visitor-mine", alice) == 1
     owners = {r.pk: (r.user_id, r.visitor) for r in UsageRecord.objects.all()}
     assert owners == {mine.pk: (alice.pk, ""), theirs.pk: (None, "visitor-theirs"), bobs.pk: (bob.pk, "visitor-mine")}
+
+
+def test_it_charges_every_prompt_token_at_the_input_rate_when_no_cache_is_named():
+    p = price("acme/cached", "3", "15", cached_rate="0.3")
+    p.cache_write_per_mtok = Decimal("3.75")
+    assert p.cost(1000, 100) == Decimal("0.0045000000")  # 1000 x $3 + 100 x $15, per million

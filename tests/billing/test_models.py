@@ -126,3 +126,10 @@ def test_it_charges_every_prompt_token_at_the_input_rate_when_no_cache_is_named(
     p = price("acme/cached", "3", "15", cached_rate="0.3")
     p.cache_write_per_mtok = Decimal("3.75")
     assert p.cost(1000, 100) == Decimal("0.0045000000")  # 1000 x $3 + 100 x $15, per million
+
+
+def test_it_counts_no_more_cache_writes_than_the_prompt_left_after_cache_reads():
+    p = price("acme/capped", "3", "15", cached_rate="0.3")
+    p.cache_write_per_mtok = Decimal("3.75")
+    # 100 prompt tokens, 80 read from the cache: at most 20 written, none left at the input rate.
+    assert p.cost(100, 0, cached_tokens=80, cache_write_tokens=50) == Decimal("0.0000990000")  # 80 x 0.3 + 20 x 3.75

@@ -201,3 +201,20 @@ def test_it_refuses_with_no_scope_or_who_unless_told():
 
     refused = limits.Refused("No such conversation.", "not_found")
     assert (str(refused), refused.code, refused.scope, refused.who) == ("No such conversation.", "not_found", "", "")
+
+
+def test_it_settles_a_budget_at_the_records_cost_or_else_at_the_unpriced_rate(settings):
+    from types import SimpleNamespace
+
+    from chat import limits
+
+    settings.CHAT_UNPRICED_USD_PER_MTOK = Decimal("2")
+    held = object()  # a reservation
+    priced = SimpleNamespace(cost_usd=Decimal("0.5"), prompt_tokens=100, completion_tokens=50)
+    unpriced = SimpleNamespace(cost_usd=None, prompt_tokens=100, completion_tokens=50)
+    assert limits.actual_cost(held, priced) == Decimal("0.5")
+    assert limits.actual_cost(None, priced) == Decimal("0.5")
+    assert limits.actual_cost(held, unpriced) == Decimal("0.0003")  # 150 tokens x $2 a million
+    assert limits.actual_cost(None, unpriced) is None  # nothing was reserved: nothing to settle
+    settings.CHAT_UNPRICED_USD_PER_MTOK = None
+    assert limits.actual_cost(held, unpriced) is None

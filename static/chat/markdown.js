@@ -3,9 +3,12 @@
 // The same parser (markdown-it 14.1.0, which the server's markdown-it-py ports) with the same options
 // and rule as chat/markdown.py, cleaned by DOMPurify with the server's allow-list (nh3's). The
 // server's HTML in `done` stays the source of truth; this only shows the reply as it grows.
+// Code blocks whose fence names a language are highlighted in the page (highlight.js), the same way
+// while streaming and on the server's HTML, so that neither the server nor the swap changes them.
 
 import "../vendor/markdown-it-14.1.0/markdown-it.min.js";
 import "../vendor/dompurify-3.5.0/purify.min.js";
+import hljs from "../vendor/highlight.js-11.12.0/highlight.min.js";
 
 const { markdownit, DOMPurify } = globalThis;
 
@@ -70,4 +73,17 @@ export function parseTrusted(html) {
   const template = document.createElement("template");
   template.innerHTML = html;
   return template.content;
+}
+
+// highlight.js's output: the code's text in spans with classes (checked all the same, as any HTML).
+const SPANS = { ALLOWED_TAGS: ["span"], ALLOWED_ATTR: ["class"], RETURN_DOM_FRAGMENT: true };
+
+// Highlight the <code> of a fenced block if its fence names a language highlight.js knows (the
+// `language-NAME` class both renderers give it); other code stays plain: no guessing, which would be
+// slow and would change its mind as the block grows. Highlights the element's text, never its HTML.
+export function highlight(code) {
+  const name = [...code.classList].find((cls) => cls.startsWith("language-"))?.slice("language-".length);
+  if (!name || !hljs.getLanguage(name)) return;
+  const { value } = hljs.highlight(code.textContent, { language: name, ignoreIllegals: true });
+  code.replaceChildren(DOMPurify.sanitize(value, SPANS));
 }

@@ -4,7 +4,7 @@
 // at the end the server's HTML (`done.html`) replaces it block by block, and since both renderers
 // agree, the blocks already shown stay as they are: nothing jumps.
 
-import { blocks, parseTrusted } from "./markdown.js";
+import { blocks, highlight, parseTrusted } from "./markdown.js";
 
 const COPIED_MS = 1500;
 // A render may take at most 1/(1+RATIO) of the main thread: after one that took t ms, the next waits
@@ -51,14 +51,16 @@ function copyButton(pre) {
   return button;
 }
 
-// Return a rendered top-level block ready for the page: code blocks get a Copy button, and what
-// scrolls sideways (code, tables) takes focus so that keys can scroll it.
+// Return a rendered top-level block ready for the page: code blocks get a Copy button and their
+// highlighting, and what scrolls sideways (code, tables) takes focus so that keys can scroll it.
 function decorate(node) {
   if (node.nodeType !== Node.ELEMENT_NODE) return node;
   node.querySelectorAll("table").forEach((table) => table.setAttribute("tabindex", "0"));
   if (node.tagName === "TABLE") node.setAttribute("tabindex", "0");
   if (node.tagName !== "PRE") return node;
   node.setAttribute("tabindex", "0");
+  const code = node.querySelector(":scope > code");
+  if (code) highlight(code);
   const wrapper = document.createElement("div");
   wrapper.className = "code-block";
   wrapper.append(copyButton(node), node);
@@ -68,7 +70,9 @@ function decorate(node) {
 // Decorate the blocks of a reply the server rendered into the page.
 export function decorateCode(root) {
   for (const node of [...root.children]) {
-    if (!node.classList.contains("code-block")) node.replaceWith(decorate(node));
+    if (node.classList.contains("code-block")) continue;
+    const next = node.nextSibling;
+    root.insertBefore(decorate(node), next); // a code block's wrapper has taken it out of `root`
   }
 }
 
@@ -107,10 +111,11 @@ function showServerHtml(content, html) {
   update(content, elements(parseTrusted(html)).map((node) => ({ html: node.outerHTML, nodes: () => [node] })), "html");
 }
 
-// Put the caret at the end of the text: in the deepest last block (a list item, a code line).
+// Put the caret at the end of the text: in the deepest last block (a list item, a code block; not
+// in a highlighted code's last span, which may come before the last of its text).
 function placeCaret(content, caret) {
   let target = content;
-  while (target.lastElementChild && !["HR", "BR"].includes(target.lastElementChild.tagName)) {
+  while (target.tagName !== "CODE" && target.lastElementChild && !["HR", "BR"].includes(target.lastElementChild.tagName)) {
     target = target.lastElementChild;
   }
   target.append(caret);

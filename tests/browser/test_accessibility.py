@@ -38,12 +38,15 @@ def test_it_has_no_serious_violations_on_the_empty_page(page):
     assert_accessible(page, "the empty page")
 
 
-def test_it_has_no_serious_violations_on_a_finished_reply_with_code_and_a_table(page):
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_it_has_no_serious_violations_on_a_finished_reply_with_code_and_a_table(page, scheme):
+    page.emulate_media(color_scheme=scheme)  # each has its highlighting theme (a11y-light, a11y-dark)
     send(page, "Show me some markdown", MARKDOWN)
     reply = wait_for_reply(page)
     expect(reply.locator(".markdown table")).to_have_count(1)
     expect(reply.locator(".markdown pre")).to_have_count(1)
-    assert_accessible(page, "a finished reply with code and a table")
+    expect(reply.locator(".markdown pre .hljs-string")).to_have_count(1)  # axe sees the highlighting's colours
+    assert_accessible(page, f"a finished reply with code and a table ({scheme})")
 
 
 def test_it_has_no_serious_violations_while_a_reply_streams(page):

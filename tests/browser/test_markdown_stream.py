@@ -122,3 +122,63 @@ def test_it_keeps_hostile_markdown_inert_while_it_streams(page, model):
         expect(reply.get_by_role("link", name="a fine link")).to_have_attribute("rel", "noopener noreferrer nofollow")
         expect(reply.locator(".markdown")).to_contain_text('<a href="javascript:alert(1)" onclick="alert(1)">')
     assert last_reply(page).get_attribute("data-status") == "completed"
+
+
+def code_html(tab, selector):
+    return tab.locator(selector).first.evaluate("(code) => code.innerHTML")
+
+
+def test_it_highlights_a_fenced_python_block_while_it_streams_and_the_same_after_the_end(page):
+    send(page, "Show me some markdown", MARKDOWN)
+    code = f"{LIVE} .markdown pre code.language-python"
+    # The fence still open (the reply is streaming): its code is highlighted already.
+    page.wait_for_selector(f"{code} .hljs-keyword")
+    expect(page.locator(LIVE)).to_have_count(1)
+    # The table after it has begun: the code block is whole; keep hold of it as shown while streaming.
+    page.wait_for_selector(f"{LIVE} .markdown table")
+    streamed = code_html(page, code)
+    page.evaluate("(selector) => { window.streamedCode = document.querySelector(selector); }", code)
+    reply = wait_for_reply(page)
+    final = reply.locator(".markdown pre code")
+    expect(final.locator(".hljs-keyword").first).to_have_text("def")
+    expect(final.locator(".hljs-title.function_")).to_have_text("greet")
+    expect(final.locator(".hljs-string")).to_contain_text('"Hello, {name}!"')
+    expect(final.locator(".hljs-comment")).to_contain_text("# a line too wide")
+    # The server's HTML took the place of the text and the code block looks (and is) the one streamed.
+    assert page.evaluate("() => window.streamedCode.isConnected")
+    assert final.evaluate("(code) => code.innerHTML") == streamed
+    # Highlighting changes the look, not the text: the code copies as written.
+    text = final.evaluate("(code) => code.textContent")
+    assert text == 'def greet(name):\n    return f"Hello, {name}!"  # a line too wide for a phone: it scrolls sideways\n'
+    # Reloaded, the transcript's code (the server's HTML) is highlighted the same.
+    page.reload()
+    assert code_html(page, ".message.assistant .markdown pre code") == streamed
+
+
+HIGHLIGHT = """async (fences) => {
+  const { render, highlight } = await import("/static/chat/markdown.js");
+  return fences.map((text) => {
+    const code = render(text).querySelector("code");
+    const before = code.textContent;
+    highlight(code);
+    return [code.textContent === before, code.querySelectorAll("span").length,
+      [...code.querySelectorAll("*")].filter((el) => el.tagName !== "SPAN" || [...el.attributes].some((a) => a.name !== "class")).length];
+  });
+}"""
+
+
+def test_it_highlights_only_a_language_it_knows_and_only_the_text(page):
+    fences = {
+        "```python\nimport os\nx = 1\n```": True,
+        "```py\nimport os\n```": True,  # highlight.js's alias
+        "```html\n<img src=x onerror=alert(1)>\n```": True,
+        "```js\nconst a = '</code><img src=x onerror=alert(1)>';\n```": True,
+        "```\nimport os\nx = 1\n```": False,  # no language: no guessing
+        "```nosuchlanguage\nimport os\n```": False,
+        "    import os  # indented code\n": False,
+    }
+    results = page.evaluate(HIGHLIGHT, list(fences))
+    for (text, highlighted), (same_text, spans, others) in zip(fences.items(), results, strict=True):
+        assert same_text, f"highlighting changed the text of {text!r}"
+        assert (spans > 0) == highlighted, f"{text!r}: {spans} highlight spans"
+        assert others == 0, f"{text!r}: highlighting made elements other than spans with a class"

@@ -128,28 +128,40 @@ def code_html(tab, selector):
     return tab.locator(selector).first.evaluate("(code) => code.innerHTML")
 
 
+CODE = 'def greet(name):\n    return f"Hello, {name}!"  # a line too wide for a phone: it scrolls sideways\n'
+
+# Note, after every change while the reply streams (nothing missed however fast it ends), whether its
+# python block is highlighted, and how it looks (without the caret) once all its text has arrived.
+WATCH_CODE = """(whole) => {
+  window.liveHighlighted = false;
+  window.streamedHtml = null;
+  new MutationObserver(() => {
+    const code = document.querySelector(".message.assistant[aria-busy='true'] .markdown pre code.language-python");
+    if (!code) return;
+    if (code.querySelector(".hljs-keyword")) window.liveHighlighted = true;
+    const shown = code.cloneNode(true);
+    shown.querySelectorAll(".caret").forEach((caret) => caret.remove());
+    if (shown.textContent === whole) window.streamedHtml = shown.innerHTML;
+  }).observe(document.getElementById("transcript"), { childList: true, subtree: true, characterData: true });
+}"""
+
+
 def test_it_highlights_a_fenced_python_block_while_it_streams_and_the_same_after_the_end(page):
+    page.evaluate(WATCH_CODE, CODE)
     send(page, "Show me some markdown", MARKDOWN)
-    code = f"{LIVE} .markdown pre code.language-python"
-    # The fence still open (the reply is streaming): its code is highlighted already.
-    page.wait_for_selector(f"{code} .hljs-keyword")
-    expect(page.locator(LIVE)).to_have_count(1)
-    # The table after it has begun: the code block is whole; keep hold of it as shown while streaming.
-    page.wait_for_selector(f"{LIVE} .markdown table")
-    streamed = code_html(page, code)
-    page.evaluate("(selector) => { window.streamedCode = document.querySelector(selector); }", code)
     reply = wait_for_reply(page)
     final = reply.locator(".markdown pre code")
     expect(final.locator(".hljs-keyword").first).to_have_text("def")
     expect(final.locator(".hljs-title.function_")).to_have_text("greet")
     expect(final.locator(".hljs-string")).to_contain_text('"Hello, {name}!"')
     expect(final.locator(".hljs-comment")).to_contain_text("# a line too wide")
-    # The server's HTML took the place of the text and the code block looks (and is) the one streamed.
-    assert page.evaluate("() => window.streamedCode.isConnected")
+    # The server's HTML took the place of the text, and the code looks as it did while streaming.
+    assert page.evaluate("() => window.liveHighlighted"), "the code was not highlighted while it streamed"
+    streamed = page.evaluate("() => window.streamedHtml")
+    assert streamed and "hljs-keyword" in streamed, "the whole code block was never seen while streaming"
     assert final.evaluate("(code) => code.innerHTML") == streamed
     # Highlighting changes the look, not the text: the code copies as written.
-    text = final.evaluate("(code) => code.textContent")
-    assert text == 'def greet(name):\n    return f"Hello, {name}!"  # a line too wide for a phone: it scrolls sideways\n'
+    assert final.evaluate("(code) => code.textContent") == CODE
     # Reloaded, the transcript's code (the server's HTML) is highlighted the same.
     page.reload()
     assert code_html(page, ".message.assistant .markdown pre code") == streamed

@@ -28,7 +28,7 @@ SLOW = "mock/slow+ttft=100+gap=50+tokens=160"
 MARKDOWN = "mock/x+reply=markdown+gap=40"
 XSS = "mock/x+reply=xss+gap=0"  # no gap: whole tags arrive inside one frame
 HOSTILE = "mock/x+reply=hostile+gap=25"  # tags and links split over many frames while it streams
-XSS_STREAMED = "mock/x+reply=xss+gap=25"
+XSS_STREAMED = "mock/x+reply=xss+gap=80"  # slow enough to be watched streaming on a loaded machine
 FAULT = "mock/x+fault=400"
 RESUME = "mock/resume+ttft=50+gap=25+tokens=120"  # three seconds of reply: long enough to reload in
 LONG = "mock/long+ttft=50+gap=25+tokens=400"  # outlasts the grace period

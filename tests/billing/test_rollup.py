@@ -1,7 +1,8 @@
 """The dashboard's daily roll-up: equal to direct queries over the records, before and after past days change."""
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from io import StringIO
 
 import pytest
@@ -127,11 +128,21 @@ def test_rollup_usage_sums_the_closed_days_ahead_of_the_dashboard(seeded):
     out = StringIO()
     call_command("rollup_usage", "--days", "10", stdout=out)
     days = past_days().count()
-    assert days >= 6 and f"{days} closed days from" in out.getvalue() and "closed hours of today" in out.getvalue()
+    assert days >= 6 and f"{days} closed days from" in out.getvalue() and "closed hours after them" in out.getvalue()
     assert_rollup_equals_direct(Filters.from_query({"since": "8d"}))
     assert past_days().count() == days  # the dashboard found them all summed
     with pytest.raises(CommandError, match="--days must be at least 1"):
         call_command("rollup_usage", "--days", "0")
+
+
+def test_rollup_usage_counts_a_day_summed_by_the_hour_as_hours(db, monkeypatch, settings):
+    settings.TIME_ZONE = "Europe/Paris"
+    # 00:13 in Paris: yesterday closed 13 minutes ago, less than GRACE, so it is summed hour by hour.
+    monkeypatch.setattr(timezone, "now", lambda: datetime(2026, 11, 30, 0, 13, tzinfo=ZoneInfo("Europe/Paris")))
+    out = StringIO()
+    call_command("rollup_usage", "--days", "3", stdout=out)
+    # --days 3 is 28 November to today: the 28th whole, the 29th by its hours that ended by 23:13 (00:00-23:00).
+    assert out.getvalue() == "1 closed days from 2026-11-28 and 23 closed hours after them summed in the roll-up (Europe/Paris).\n"
 
 
 def test_closed_spans_tile_whole_days_then_the_hours_of_today_across_a_dst_change():

@@ -19,14 +19,14 @@ class Command(BaseCommand):
         if days < 1:
             raise CommandError("--days must be at least 1.")
         tz = timezone.get_current_timezone()
-        today = timezone.localdate(timezone=tz)
         start, end = periods.period(since=f"{days}d", until="today", tz=tz)
         spans = rollup.closed_spans(start, end, tz=tz)
         with transaction.atomic():
             ids = rollup.ensure(spans, tz)
         fresh = RollupSpan.objects.filter(pk__in=ids, stale=False)
-        whole = sum(1 for span in fresh if span.day != today)
+        # A day is summed by the hour until it closed GRACE ago: in the first hour of today that is yesterday.
+        whole = sum(1 for span in fresh if span.ends - span.starts > rollup.HOUR)
         self.stdout.write(
-            f"{whole} closed days from {start:%Y-%m-%d} and {len(fresh) - whole} closed hours of today summed in "
+            f"{whole} closed days from {start:%Y-%m-%d} and {len(fresh) - whole} closed hours after them summed in "
             f"the roll-up ({tz})."
         )

@@ -187,7 +187,7 @@ class Hub:
         self.loop, self.layer = loop, layer
         self.channel = None
         self.ready = None
-        self.task = None
+        self.task = self.renewer = None
         self.followed = {}  # conversation id -> loop time its group was last joined
         self.membership = asyncio.Lock()  # group adds and discards in the order their follows came
 
@@ -207,6 +207,7 @@ class Hub:
     async def open(self):
         self.channel = await self.layer.new_channel(CHANNEL_PREFIX)
         self.task = self.loop.create_task(self.listen())
+        self.renewer = self.loop.create_task(self.keep_joined())
 
     async def join(self, message_id):
         """Answer for `message_id` from now on."""
@@ -253,17 +254,23 @@ class Hub:
         """Join again the groups joined over REJOIN_S ago (channels-redis forgets members after a day)."""
         now = self.loop.time()
         for conversation_id, joined in list(self.followed.items()):
-            if now - joined > self.REJOIN_S:
+            if now - joined >= self.REJOIN_S:
                 self.follow(conversation_id)
+
+    async def keep_joined(self):
+        # On a timer, not in listen(): channels-redis's receive() returns only with a message, and a tab
+        # may follow a quiet conversation for longer than the group's expiry.
+        while True:
+            await asyncio.sleep(self.REJOIN_S / 2)
+            self.renew()
 
     async def listen(self):
         while True:
-            self.renew()
             try:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - an idle receive times out; an outage must not end the hub
+            except Exception as exc:  # noqa: BLE001 - an outage must not end the hub
                 log.debug("reply hub: receive failed: %s", exc.__class__.__name__)
                 await asyncio.sleep(0.1)  # Redis is down or slow: try again soon, not in a tight loop
                 continue

@@ -1,9 +1,12 @@
 """A page open on a conversation hears of a reply another tab starts in it, watches it live, and can stop it."""
 
+import asyncio
+
 import pytest
+from channels.layers import InMemoryChannelLayer
 
 from billing.models import UsageRecord
-from chat import follows
+from chat import follows, replies
 from tests.chat.test_resume import SLOW, joined, receive_deltas, record_of, sent_text, slow  # noqa: F401
 from tests.conftest import connect, receive_until_done
 
@@ -89,3 +92,29 @@ async def test_it_refuses_a_bad_follow_and_stays_usable(alice_session):
     assert error["type"] == "error" and error["code"] == "bad_request"
     await ws.send_json_to({"type": "send", "content": "still here"})
     assert (await receive_until_done(ws))[-1]["status"] == "completed"
+
+
+async def test_the_hub_renews_the_groups_it_follows_while_no_message_arrives():
+    # channels-redis forgets a group's members after a day, and its receive() returns only with a message:
+    # a tab following a quiet conversation must stay joined by a timer, not by traffic.
+    loop = asyncio.get_running_loop()
+    layer = InMemoryChannelLayer()
+    hub = replies.Hub(loop, layer)
+    hub.REJOIN_S = 0.2
+    hub.ready = loop.create_task(hub.open())
+    follows.followers[7].add(consumer := object())
+    try:
+        hub.follow(7)
+        group = follows.group_of(7)
+        async with asyncio.timeout(5):
+            while hub.channel not in layer.groups.get(group, {}):
+                await asyncio.sleep(0.01)
+            joined = layer.groups[group][hub.channel]
+            while layer.groups[group][hub.channel] == joined:  # no message ever reaches the hub's channel
+                await asyncio.sleep(0.05)
+    finally:
+        follows.followers[7].discard(consumer)
+        del follows.followers[7]
+        await hub.ready
+        for task in (hub.task, hub.renewer):
+            task.cancel()

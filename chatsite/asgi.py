@@ -3,8 +3,8 @@
 import os
 import sys
 
+import django
 from django.conf import settings
-from django.core.asgi import get_asgi_application
 from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -12,7 +12,11 @@ try:
     settings.INSTALLED_APPS
 except ImproperlyConfigured as exc:  # one line naming the variable, not daphne's traceback
     sys.exit(f"chatsite: {exc}")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from chatsite.handler import Handler  # noqa: E402 - after setup: it loads the middleware
+
+django_asgi_app = Handler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
@@ -22,7 +26,7 @@ from gateway.endpoint import mount  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # Static files are served by ServeStatic's middleware inside Django, so plain daphne needs no front server.
+        # Static files are served by ServeStatic in chatsite.handler, so plain daphne needs no front server.
         # /v1/ is the OpenAI-compatible endpoint, a small ASGI app of its own (gateway/endpoint.py).
         "http": mount(django_asgi_app),
         "websocket": SameOriginMiddleware(SessionAuthMiddleware(URLRouter(websocket_urlpatterns))),

@@ -52,9 +52,10 @@ INSTALLED_APPS = [
     "gateway",
 ]
 
+# All sync, run in one thread hand-off a request by chatsite.handler, which serves static files
+# (ServeStatic, async-only) before this chain, with SecurityMiddleware's headers.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "servestatic.middleware.ServeStaticMiddleware",
     "chatsite.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -63,6 +64,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Worker threads for HTTP requests (chatsite.handler): requests served at once, each thread with its database connection.
+HTTP_THREADS = env.integer("HTTP_THREADS", 8, minimum=1)
 
 ROOT_URLCONF = "chatsite.urls"
 ASGI_APPLICATION = "chatsite.asgi.application"

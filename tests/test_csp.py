@@ -16,7 +16,16 @@ def test_it_leaves_debug_error_pages_readable(client, db, settings):
 
 
 async def test_it_sends_the_policy_through_the_asgi_handler(transactional_db):
-    """Served by daphne the middleware runs in the handler's async mode: the header is there too."""
+    """Served by daphne (chatsite.handler, the middleware in sync mode) the header is there too."""
+    from tests.test_asgi import get_with_headers
+
+    status, _, headers = await get_with_headers("/")
+    assert status == 200
+    assert headers["content-security-policy"] == POLICY
+
+
+async def test_it_sends_the_policy_in_djangos_own_async_mode(transactional_db):
+    """The middleware works in either mode: under Django's async handler (AsyncClient) too."""
     from django.test import AsyncClient
 
     response = await AsyncClient().get("/")

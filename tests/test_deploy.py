@@ -30,15 +30,26 @@ def documented_environment():
 PRODUCTION = documented_environment()
 
 STATIC_HEADERS = """
-import asyncio, django
-django.setup()
+import asyncio
+from chatsite.asgi import application  # as daphne serves it: static files are the handler's, not a middleware's
 from django.templatetags.static import static
-from django.test import AsyncClient
-url = static("chat/chat.js")
-response = asyncio.run(AsyncClient().get(url, headers={"x-forwarded-proto": "https"}, HTTP_HOST="chat.example.com"))
-print(url, response.status_code, response.headers.get("Cache-Control"))
-"""
 
+async def get(url):
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": url, "raw_path": url.encode(),
+             "query_string": b"", "scheme": "http", "server": ("chat.example.com", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"chat.example.com"), (b"x-forwarded-proto", b"https")]}
+    sent, requested = [], [{"type": "http.request", "body": b""}]
+    async def receive():
+        return requested.pop() if requested else await asyncio.Event().wait()
+    async def send(message):
+        sent.append(message)
+    await application(scope, receive, send)
+    return sent[0]["status"], dict((k.decode().lower(), v.decode()) for k, v in sent[0]["headers"])
+
+url = static("chat/chat.js")
+status, headers = asyncio.run(get(url))
+print(url, status, headers.get("cache-control"))
+"""
 
 def run(args, tmp_path, **env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "SECURE_", "DJANGO_", "REDIS"))}

@@ -77,6 +77,32 @@ def test_it_creates_the_session_once_when_asked(client):
     assert not [q for q in second.captured_queries if not q["sql"].startswith("SELECT")]
 
 
+def test_it_makes_a_new_session_with_one_insert_and_no_lookup_first(client):
+    from django.core.cache import cache
+
+    from chat.sessions import CLEAR_KEY
+
+    cache.add(CLEAR_KEY, 1)  # the hourly sweep of expired sessions is another test's
+    with CaptureQueriesContext(connection) as made:
+        assert client.post("/session/").status_code == 201
+    sessions = [q["sql"] for q in made.captured_queries if "django_session" in q["sql"]]
+    assert len(sessions) == 1 and sessions[0].startswith("INSERT"), sessions
+
+
+def test_it_draws_another_session_key_when_the_first_is_taken(client, monkeypatch):
+    from chat import session_store
+
+    taken = session_store.SessionStore()
+    taken["who"] = "someone else"
+    taken.create()
+    keys = iter([taken.session_key, "a" * 32])
+    monkeypatch.setattr(session_store, "get_random_string", lambda length, chars: next(keys))
+    response = client.post("/session/")
+    assert response.status_code == 201 and response.cookies["sessionid"].value == "a" * 32
+    assert session_store.SessionStore(taken.session_key).load() == {"who": "someone else"}
+    assert Session.objects.count() == 2
+
+
 def test_it_clears_expired_sessions_when_it_makes_a_new_one_at_most_hourly(client):
     from django.contrib.sessions.backends.db import SessionStore
     from django.core.cache import cache

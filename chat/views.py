@@ -53,7 +53,8 @@ def index(request, conversation_id=None):
         conversation_id = int(chosen)
     # A visitor without a session owns nothing yet (and gets no session row for looking: see session()).
     owned = Conversation.objects.owned_by(request.user, sessions.visitor_of(request))
-    conversations = list(owned.values("id", "title", "model")[:LIST_LENGTH])
+    # A first visit owns nothing: no query to build (an empty queryset still goes through the SQL compiler).
+    conversations = [] if owned.query.is_empty() else list(owned.values("id", "title", "model")[:LIST_LENGTH])
     selected = None
     if conversation_id is not None:
         selected = next((c for c in conversations if c["id"] == conversation_id), None)

@@ -5,8 +5,9 @@
 Reads the same streams several ways in this process, each on a fresh event loop of each kind, in
 interleaved rounds, and reports its CPU per token for each: `aiohttp`: chatsite's own provider
 (`OpenAIProvider.stream` through the shared AsyncClient on httpx-aiohttp's transport, aiter_raw,
-SSEDecoder, read_chunk); `httpx`: the same provider on httpx's default transport (httpcore, as
-before); `protocol`: a raw asyncio Protocol feeding the same SSEDecoder and read_chunk (one
+SSEDecoder, read_chunk); `aiohttp-orjson`: the same with orjson parsing each chunk (measured and
+declined: `pip install orjson` first); `httpx`: the same provider on httpx's default transport
+(httpcore, as before); `protocol`: a raw asyncio Protocol feeding the same SSEDecoder and read_chunk (one
 wake-up per network read); `floor`: a raw Protocol that only counts bytes.
 """
 
@@ -17,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -84,6 +86,8 @@ async def run(way, c, model, port):
 
     # aiohttp-raw: the same transport read through httpx's aiter_raw (two async generators per read)
     openai.body = (lambda response: response.aiter_raw()) if way == "aiohttp-raw" else http.body
+    # aiohttp-orjson: as shipped, but each chunk parsed by orjson (bench/requirements.txt) instead of json
+    openai.json = types.SimpleNamespace(loads=__import__("orjson").loads) if way == "aiohttp-orjson" else json
     if way == "httpx":  # the default transport in the shared client's place
         http._clients[asyncio.get_running_loop()] = httpx.AsyncClient(
             timeout=httpx.Timeout(65, connect=10),
@@ -94,7 +98,7 @@ async def run(way, c, model, port):
     jobs = []
     for i in range(c):
         content = f"{way}-{i}-{time.time()}"
-        if way in ("httpx", "aiohttp", "aiohttp-raw"):
+        if way in ("httpx", "aiohttp", "aiohttp-raw", "aiohttp-orjson"):
             jobs.append(one_httpx(provider, model, content))
         else:
             body = json.dumps({"model": model, "stream": True, "stream_options": {"include_usage": True},

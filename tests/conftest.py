@@ -78,7 +78,15 @@ def uses_database(item):
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker, request):
+def configured_database_name():
+    """The default database's name as configured, read before pytest-django replaces it with the test database's."""
+    from django.db import connection
+
+    return connection.settings_dict["NAME"]
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(configured_database_name, django_db_setup, django_db_blocker, request):
     """The test database; built from the models with --no-migrations (make mutate), then seeded as migrated.
 
     The mutation run creates a database per mutant, and building it from the models takes a seventh
@@ -87,8 +95,9 @@ def django_db_setup(django_db_setup, django_db_blocker, request):
     """
     from django.db import connection
 
-    # A session whose tests use no database makes none: then there is nothing to seed (and no database to touch).
-    made = connection.settings_dict["NAME"] == connection.creation._get_test_db_name()
+    # A session whose tests use no database makes none: then the name is still the configured one, and there is
+    # nothing to seed (and no database to touch). Made, it is test_<name> (PostgreSQL) or an in-memory one (SQLite).
+    made = connection.settings_dict["NAME"] != configured_database_name
     if made and request.config.getvalue("nomigrations"):
         from django.apps import apps
 

@@ -4,6 +4,7 @@ The mock upstream's request count proves every refusal happened before any upstr
 """
 
 import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -54,7 +55,21 @@ def mock_model(settings, use_mock):
     return use_mock
 
 
-async def test_it_stops_cookie_dropping_visitors_at_the_address_rate_limit(settings, mock_model):
+class StoppedClock(datetime):
+    """The rate check's clock, stopped at the instant the test starts: its messages cannot straddle a minute."""
+
+    at = None
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls.at.astimezone(tz)
+
+
+async def test_it_stops_cookie_dropping_visitors_at_the_address_rate_limit(settings, mock_model, monkeypatch):
+    from chat import limits
+
+    monkeypatch.setattr(StoppedClock, "at", datetime.now(UTC))
+    monkeypatch.setattr(limits, "datetime", StoppedClock)
     settings.CHAT_IP_RATE_LIMIT = 3
     frames = []
     for _ in range(6):  # a fresh session (a dropped cookie) for every message
@@ -65,7 +80,7 @@ async def test_it_stops_cookie_dropping_visitors_at_the_address_rate_limit(setti
     assert [f["type"] for f in frames] == ["start"] * 3 + ["error"] * 3
     assert {f["code"] for f in frames[3:]} == {"rate_limited"} and "network address" in frames[3]["message"]
     assert mock_model.stats()["requests"] == 3  # refused before any upstream request
-    assert await Refusal.objects.filter(kind="rate_limited", scope="address").acount() == 1  # once a minute
+    assert await Refusal.objects.filter(kind="rate_limited", scope="address").acount() == 1  # once a minute (all in one, by the stopped clock)
     neighbour = await connect(await sync_to_async(new_session)(), client=NEIGHBOUR)
     assert (await first_frame(neighbour))["type"] == "start"  # another address has its own count
     await receive_until_done(neighbour)

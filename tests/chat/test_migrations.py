@@ -14,10 +14,14 @@ BEFORE = [("chat", "0001_initial"), ("billing", "0005_usage_channel")]
 AFTER = [("chat", "0002_visitor_hash"), ("billing", "0006_visitor_hash")]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_it_replaces_stored_session_keys_by_their_hash(request):
-    if request.config.getvalue("nomigrations"):
+@pytest.fixture(autouse=True)
+def migrated_database(request):
+    if request.config.getvalue("nomigrations"):  # make mutate
         pytest.skip("the test database was built from the models (--no-migrations): no migration to go back to")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_replaces_stored_session_keys_by_their_hash():
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE)
     apps = executor.loader.project_state(BEFORE).apps

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.models import ModelPrice, UsageRecord
+from billing.models import ModelPrice, RollupSpan, UsageRecord
 from tests.billing.conftest import DAY1, make_record
 
 pytestmark = pytest.mark.django_db
@@ -133,3 +133,12 @@ def test_it_counts_no_more_cache_writes_than_the_prompt_left_after_cache_reads()
     p.cache_write_per_mtok = Decimal("3.75")
     # 100 prompt tokens, 80 read from the cache: at most 20 written, none left at the input rate.
     assert p.cost(100, 0, cached_tokens=80, cache_write_tokens=50) == Decimal("0.0000990000")  # 80 x 0.3 + 20 x 3.75
+
+
+def test_a_rollup_span_names_its_times_its_zone_and_whether_it_is_stale():
+    hour = RollupSpan(day=datetime(2026, 3, 29).date(), time_zone="Europe/Paris",
+                      starts=datetime(2026, 3, 29, 0, 0, tzinfo=timezone.utc),
+                      ends=datetime(2026, 3, 29, 1, 0, tzinfo=timezone.utc))
+    assert str(hour) == "2026-03-29 00:00-2026-03-29 01:00 (Europe/Paris)"
+    hour.stale = True
+    assert str(hour) == "2026-03-29 00:00-2026-03-29 01:00 (Europe/Paris) stale"

@@ -201,14 +201,24 @@ def test_it_maps_an_anthropic_error_event_to_a_code_and_keeps_its_message(error,
         "The upstream failed mid-stream.", code, detail)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ("{not json", "The upstream sent a malformed event."),
-    ('"text"', "The upstream sent an unexpected event."),
+@pytest.mark.parametrize(("data", "message", "detail"), [
+    ("{not json", "The upstream sent a malformed event.", "'{not json'"),
+    ('"text"', "The upstream sent an unexpected event.", """'"text"'"""),
+    # A long event is shown by its first 120 characters.
+    ("{" + "x" * 200, "The upstream sent a malformed event.", repr("{" + "x" * 119)),
+    ('"' + "t" * 200 + '"', "The upstream sent an unexpected event.", repr('"' + "t" * 119)),
 ])
-def test_it_fails_on_an_anthropic_event_it_cannot_use(data, message):
+def test_it_fails_on_an_anthropic_event_it_cannot_use(data, message, detail):
     with pytest.raises(UpstreamError) as failure:
         read_event(call(), Event(data, "content_block_delta"))
-    assert str(failure.value) == message and failure.value.detail == repr(data)
+    assert str(failure.value) == message and failure.value.detail == detail
+
+
+@pytest.mark.parametrize("data", ["", "keep-alive", "{}"])
+def test_it_skips_an_anthropic_ping_whatever_its_data_unread(data):
+    c = call()
+    assert read_event(c, Event(data, "ping")) == ""
+    assert (c.usage, c.pieces, c.finish_reason) == (None, 0, "")
 
 
 def test_it_reads_an_anthropic_message_with_its_text_blocks_usage_and_cache():

@@ -158,6 +158,14 @@ def test_it_reads_an_anthropic_streams_text_usage_cache_and_stop_reason():
 def test_it_takes_an_anthropic_event_type_from_the_data_over_the_event_name():
     c = call()
     assert read_event(c, Event('{"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}')) == "x"
+    delta = '{"type":"content_block_delta","delta":{"type":"text_delta","text":"y"}}'
+    assert read_event(c, Event(delta, "message_delta")) == "y" and c.usage is None
+
+
+def test_it_takes_an_anthropic_event_type_from_the_event_name_when_the_data_has_none():
+    c = call()
+    assert read_event(c, Event('{"delta":{"type":"text_delta","text":"z"}}', "content_block_delta")) == "z"
+    assert c.pieces == 1
 
 
 def test_it_reads_a_message_start_without_usage_or_model():

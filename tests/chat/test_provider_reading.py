@@ -181,7 +181,7 @@ def test_it_keeps_the_usage_estimated_when_message_delta_counts_nothing():
     read_event(c, Event('{"type":"message_delta","delta":null,"usage":{"output_tokens":null}}', "message_delta"))
     assert usage_of(c) == (5, 0, 0, 0) and c.usage_partial is True and c.finish_reason == ""
     read_event(c, Event('{"type":"message_delta","usage":{"output_tokens":0}}', "message_delta"))
-    assert c.usage_partial is False
+    assert c.usage_partial is False and usage_of(c) == (5, 0, 0, 0)  # a reported 0 is 0 tokens
 
 
 def test_it_reads_null_anthropic_counts_as_zero():

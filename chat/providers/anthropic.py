@@ -1,6 +1,7 @@
 """The Anthropic Messages API, streamed and not."""
 
 import json
+from functools import partial
 
 from chat.providers import UpstreamError, Usage
 from chat.providers.http import body, post
@@ -33,16 +34,18 @@ class AnthropicProvider:
                 yield read_message(call, await response.aread(), response.status_code)
                 return
 
-            def read(event):
-                if event.event == "message_stop":
-                    call.finish_reason = call.finish_reason or "end_turn"
-                    return END
-                return read_event(call, event)
-
-            async for text in texts(body(response), read):
+            async for text in texts(body(response), partial(read_stream_event, call)):
                 yield text
             if not call.finish_reason:  # no message_stop is tolerable once message_delta said why it ended
                 raise UpstreamError("The upstream ended the stream before the reply was finished.")
+
+
+def read_stream_event(call, event):
+    """Read one event of a stream: `message_stop` ends it (at message_delta's stop reason, or else `end_turn`)."""
+    if event.event == "message_stop":
+        call.finish_reason = call.finish_reason or "end_turn"
+        return END
+    return read_event(call, event)
 
 
 def read_event(call, event):

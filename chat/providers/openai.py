@@ -2,6 +2,7 @@
 
 import json
 from decimal import Decimal, InvalidOperation
+from functools import partial
 
 from chat.providers import UpstreamError, Usage
 from chat.providers.http import body, error_message, post
@@ -31,16 +32,18 @@ class OpenAIProvider:
                 yield read_completion(call, await response.aread(), response.status_code)
                 return
 
-            def read(event):
-                if event.data == "[DONE]":
-                    call.finish_reason = call.finish_reason or "stop"
-                    return END
-                return read_chunk(call, event.data)
-
-            async for text in texts(body(response), read):
+            async for text in texts(body(response), partial(read_stream_event, call)):
                 yield text
             if not call.finish_reason:
                 raise UpstreamError("The upstream ended the stream before the reply was finished.")
+
+
+def read_stream_event(call, event):
+    """Read one event of a stream: `[DONE]` ends it (at the last chunk's finish reason, or else `stop`)."""
+    if event.data == "[DONE]":
+        call.finish_reason = call.finish_reason or "stop"
+        return END
+    return read_chunk(call, event.data)
 
 
 def read_chunk(call, data):

@@ -80,7 +80,7 @@ async def test_it_stops_cookie_dropping_visitors_at_the_address_rate_limit(setti
     assert [f["type"] for f in frames] == ["start"] * 3 + ["error"] * 3
     assert {f["code"] for f in frames[3:]} == {"rate_limited"} and "network address" in frames[3]["message"]
     assert mock_model.stats()["requests"] == 3  # refused before any upstream request
-    assert await Refusal.objects.filter(kind="rate_limited", scope="address").acount() == 1  # once a minute (all in one, by the stopped clock)
+    assert await Refusal.objects.filter(kind="rate_limited", scope="address").acount() == 1  # once a minute (the clock stopped)
     neighbour = await connect(await sync_to_async(new_session)(), client=NEIGHBOUR)
     assert (await first_frame(neighbour))["type"] == "start"  # another address has its own count
     await receive_until_done(neighbour)

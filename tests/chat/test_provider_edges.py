@@ -30,9 +30,11 @@ async def test_it_fails_a_stream_that_ends_cleanly_without_a_finish_marker(alice
     frames = await chat(alice_session, model)
     sent = only_log(use_mock)
     (error,) = frames_of(frames, "error")
-    assert error["code"] == "upstream_error" and "before the reply was finished" in error["message"]
     assert frames[-1]["status"] == "failed"
     record = await UsageRecord.objects.aget()
+    assert error["code"] == "upstream_error"
+    ended = "The upstream ended the stream before the reply was finished."
+    assert error["message"] == f"{ended} Reference: {record.request_id}."
     assert record.status == "failed" and record.finish_reason == ""
     # The usage it did report is exact.
     assert (record.prompt_tokens, record.completion_tokens, record.estimated) == (sent["prompt_tokens"], 7, False)
@@ -84,6 +86,17 @@ async def test_it_records_the_finish_reason_of_a_non_streamed_reply(alice_sessio
     await chat(alice_session, model + "+tokens=20", stream=False)
     record = await UsageRecord.objects.aget()
     assert (record.finish_reason, record.completion_tokens, record.streamed) == (reason, 5, False)
+
+
+@pytest.mark.parametrize(("model", "what"), [(OPENAI, "completion"), (ANTHROPIC, "message")])
+async def test_it_fails_a_non_streamed_reply_it_cannot_read_and_names_its_http_status(
+        alice_session, settings, use_mock, model, what):
+    allow(settings, model + "+fault=malformed")
+    frames = await chat(alice_session, model + "+fault=malformed", stream=False)
+    (error,) = frames_of(frames, "error")
+    record = await UsageRecord.objects.aget()
+    assert error["message"] == f"The upstream sent an unreadable {what} (HTTP 200). Reference: {record.request_id}."
+    assert (frames[-1]["status"], record.status) == ("failed", "failed")
 
 
 async def test_it_reads_cache_reads_of_a_non_streamed_anthropic_reply(alice_session, settings, use_mock):

@@ -9,9 +9,10 @@ from decimal import Decimal
 import pytest
 
 from chat.providers import Call, UpstreamError
+from chat.providers import anthropic, openai
 from chat.providers.anthropic import AnthropicProvider, read_event, read_message
 from chat.providers.openai import OpenAIProvider, read_chunk, read_completion, reported_cost
-from chat.sse import Event
+from chat.sse import END, Event
 
 
 def call(**fields):
@@ -67,6 +68,8 @@ def test_it_reads_null_counts_inside_a_reported_openai_usage_as_zero():
     c = call()
     read_chunk(c, '{"usage":{"prompt_tokens":null,"completion_tokens":2,"prompt_tokens_details":null}}')
     assert usage_of(c) == (0, 2, 0, 0) and c.usage.cost is None
+    read_chunk(c, '{"usage":{"prompt_tokens":4,"completion_tokens":0}}')  # a reported 0 is 0 tokens
+    assert usage_of(c) == (4, 0, 0, 0)
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -251,3 +254,32 @@ def test_it_fails_on_an_anthropic_message_it_cannot_read(body):
     with pytest.raises(UpstreamError) as failure:
         read_message(call(stream=False), body, 529)
     assert str(failure.value) == "The upstream sent an unreadable message (HTTP 529)."
+
+
+# Where a stream ends: [DONE] (OpenAI), message_stop (Anthropic)
+
+
+@pytest.mark.parametrize(("provider", "end", "chunk", "finish"), [
+    (openai, "[DONE]", '{"choices":[{"delta":{"content":"x"}}]}', "stop"),
+    (anthropic, "message_stop", '{"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}', "end_turn"),
+])
+def test_it_ends_a_stream_at_its_end_marker_with_the_default_finish_reason_when_none_was_given(
+        provider, end, chunk, finish):
+    c = call()
+    marker = Event("[DONE]") if end == "[DONE]" else Event('{"type":"message_stop"}', "message_stop")
+    assert provider.read_stream_event(c, Event(chunk, "content_block_delta")) == "x"
+    assert c.finish_reason == ""
+    assert provider.read_stream_event(c, marker) is END
+    assert c.finish_reason == finish
+
+
+@pytest.mark.parametrize(("provider", "reason", "marker"), [
+    (openai, '{"choices":[{"delta":{},"finish_reason":"length"}]}', Event("[DONE]")),
+    (anthropic, '{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":3}}',
+     Event('{"type":"message_stop"}', "message_stop")),
+])
+def test_it_keeps_the_finish_reason_the_stream_gave_at_its_end_marker(provider, reason, marker):
+    c = call()
+    assert provider.read_stream_event(c, Event(reason, "message_delta")) == ""
+    assert provider.read_stream_event(c, marker) is END
+    assert c.finish_reason == ("length" if provider is openai else "max_tokens")

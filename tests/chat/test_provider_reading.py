@@ -72,19 +72,18 @@ def test_it_reads_null_counts_inside_a_reported_openai_usage_as_zero():
     assert usage_of(c) == (4, 0, 0, 0)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ("{not json", "The upstream sent a malformed event."),
-    ("[1, 2]", "The upstream sent an unexpected event."),
-    ('{"error":{"message":"overloaded"}}', "The upstream reported an error mid-stream."),
+@pytest.mark.parametrize(("data", "message", "detail"), [
+    ("{not json", "The upstream sent a malformed event.", "'{not json'"),
+    ("[1, 2]", "The upstream sent an unexpected event.", "'[1, 2]'"),
+    ('{"error":{"message":"overloaded"}}', "The upstream reported an error mid-stream.", "HTTP stream: overloaded"),
+    # A long chunk is shown by its first 120 characters.
+    ("{" + "x" * 200, "The upstream sent a malformed event.", repr("{" + "x" * 119)),
+    ("[" + "1," * 100 + "1]", "The upstream sent an unexpected event.", repr("[" + "1," * 59 + "1")),
 ])
-def test_it_fails_on_an_openai_chunk_it_cannot_use(data, message):
+def test_it_fails_on_an_openai_chunk_it_cannot_use(data, message, detail):
     with pytest.raises(UpstreamError) as failure:
         read_chunk(call(), data)
-    assert str(failure.value) == message
-    if "error" in data:
-        assert failure.value.detail == "HTTP stream: overloaded"
-    else:
-        assert failure.value.detail == repr(data)
+    assert (str(failure.value), failure.value.detail) == (message, detail)
 
 
 def test_it_reads_an_openai_completion():

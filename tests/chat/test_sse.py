@@ -1,6 +1,7 @@
 """The SSE decoder against the WHATWG event-stream rules, fed bytes directly."""
 
 import asyncio
+import logging
 
 import pytest
 
@@ -138,7 +139,9 @@ async def test_it_reads_an_unterminated_last_event():
     assert texts_read == ["a", "tail"]
 
 
-async def test_it_stops_draining_a_body_kept_open_after_the_end_marker():
+async def test_it_stops_draining_a_body_kept_open_after_the_end_marker(caplog):
+    caplog.set_level(logging.DEBUG, logger="chat.sse")
+
     async def kept_open():
         yield b"data: a\n\ndata: [DONE]\n\n"
         await asyncio.sleep(3600)
@@ -149,6 +152,7 @@ async def test_it_stops_draining_a_body_kept_open_after_the_end_marker():
 
     texts_read = await asyncio.wait_for(_collect(texts(kept_open(), read)), 5)
     assert texts_read == ["a"]
+    assert caplog.messages == ["the upstream kept the body open after the end marker; its connection is closed"]
 
 
 async def _collect(stream):

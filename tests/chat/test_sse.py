@@ -286,3 +286,29 @@ def test_it_closes_on_an_unterminated_event_read_in_pieces_with_its_id_retry_and
     tail = decoder.close()
     assert (tail.data, tail.event, tail.id, tail.retry) == ("abc", "message", "7", 250)
     assert decoder.close() is None  # closed: nothing is left, and nothing counts against the cap
+
+
+def test_it_drops_only_the_lf_that_pairs_a_cr_ending_the_last_read():
+    events = events_of(b"data: one\r", b"\ndata: two\r\n\r\n")
+    assert [e.data for e in events] == ["one\ntwo"]
+
+
+def test_it_ignores_a_one_character_line_and_a_comment_that_looks_like_a_field():
+    events = events_of(b"x\n:data: not data\ndata: a\n\n")
+    assert [e.data for e in events] == ["a"]
+
+
+def test_it_counts_each_data_line_with_its_line_end_against_the_cap():
+    decoder = SSEDecoder(limit=10)
+    assert decoder.feed(b"data: abcd\ndata: abcd\n") == []  # 4 + 1 and 4 + 1 bytes: at the cap, not over
+    assert [e.data for e in decoder.feed(b"\n")] == ["abcd\nabcd"]
+    with pytest.raises(EventTooLarge):
+        SSEDecoder(limit=10).feed(b"data: abcd\ndata: abcde\n")  # 5 + 6 bytes
+
+
+async def test_it_yields_nothing_for_an_unterminated_last_event_read_as_the_end_or_as_no_text():
+    def read(event):
+        return {"[DONE]": END, "ping": ""}.get(event.data, event.data)
+
+    assert [t async for t in texts(chunks_of(b"data: a\n\ndata: [DONE]"), read)] == ["a"]
+    assert [t async for t in texts(chunks_of(b"data: a\n\ndata: ping"), read)] == ["a"]

@@ -304,6 +304,9 @@ def test_it_counts_each_data_line_with_its_line_end_against_the_cap():
     assert [e.data for e in decoder.feed(b"\n")] == ["abcd\nabcd"]
     with pytest.raises(EventTooLarge):
         SSEDecoder(limit=10).feed(b"data: abcd\ndata: abcde\n")  # 5 + 6 bytes
+    split = SSEDecoder(limit=10)  # a line read in two pieces counts once, when it ends
+    assert split.feed(b"data: ab") == [] and split.feed(b"cd\ndata: abcd\n") == []
+    assert [e.data for e in split.feed(b"\n")] == ["abcd\nabcd"]
 
 
 async def test_it_yields_nothing_for_an_unterminated_last_event_read_as_the_end_or_as_no_text():

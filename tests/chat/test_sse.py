@@ -302,6 +302,8 @@ def test_it_counts_each_data_line_with_its_line_end_against_the_cap():
     decoder = SSEDecoder(limit=10)
     assert decoder.feed(b"data: abcd\ndata: abcd\n") == []  # 4 + 1 and 4 + 1 bytes: at the cap, not over
     assert [e.data for e in decoder.feed(b"\n")] == ["abcd\nabcd"]
+    assert decoder.feed(b"data: efgh\ndata: efgh\n") == []  # the next event starts again from 0
+    assert [e.data for e in decoder.feed(b"\n")] == ["efgh\nefgh"]
     with pytest.raises(EventTooLarge):
         SSEDecoder(limit=10).feed(b"data: abcd\ndata: abcde\n")  # 5 + 6 bytes
     split = SSEDecoder(limit=10)  # a line read in two pieces counts once, when it ends

@@ -1,15 +1,68 @@
-"""How a finished reply is read back (chat.turns.stored): the status its `done` frame and a reload show."""
+"""How a finished reply is written (chat.turns.store) and read back (chat.turns.stored).
+
+The figures are written here, as the relay would hand them over; every expectation is one of them.
+"""
+
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
+from billing.models import AbandonmentEvent, UsageRecord
 from chat.models import Conversation, Message
-from chat.turns import Stored, stored
+from chat.providers import Call, Usage
+from chat.turns import Outcome, Stored, Turn, store, stored
 from tests.billing.conftest import make_record
+
+VISITOR = "v" * 32
+
+
+def streaming_reply():
+    conversation = Conversation.objects.create(visitor=VISITOR)
+    return Message.objects.create(conversation=conversation, role="assistant", content="", status="streaming")
+
+
+def turn_of(message, **call_fields):
+    call = Call(model="openai/gpt-4.1-mini", messages=[{"role": "user", "content": "hi"}], **call_fields)
+    return Turn(conversation_id=message.conversation_id, message_id=message.pk, call=call,
+                started=timezone.now() - timedelta(seconds=2), history_dropped=0, user_id=None, visitor=VISITOR,
+                title="", shows_usage=False)
+
+
+@pytest.mark.django_db
+def test_it_writes_the_reply_and_its_one_usage_record_with_the_same_figures():
+    message = streaming_reply()
+    turn = turn_of(message, usage=Usage(prompt_tokens=12, completion_tokens=3))
+    result = store(turn, Outcome(text="Hello there", reason="", error="", ttft_ms=150, duration_ms=900, delivered=2))
+    message.refresh_from_db()
+    record = UsageRecord.objects.get()
+    assert (message.content, message.status, message.ttft_ms) == ("Hello there", "completed", 150)
+    assert message.finished is not None and message.finished == record.finished
+    assert (record.conversation_id, record.message_id, record.status, record.ttft_ms, record.duration_ms) == (
+        message.conversation_id, message.pk, "completed", 150, 900)
+    assert (record.prompt_tokens, record.completion_tokens, record.estimated) == (12, 3, False)
+    assert result == Stored(message.pk, "completed", "Hello there", record, False)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("ttft_ms", "left_streaming", "phase"), [
+    (150, None, "streaming"), (None, None, "before_first_token"),
+    # The person left (and did not come back) at a point the relay knows better than the reply's end.
+    (150, False, "before_first_token"), (None, True, "streaming"),
+])
+def test_it_records_the_phase_a_person_left_in(ttft_ms, left_streaming, phase):
+    message = streaming_reply()
+    outcome = Outcome(text="Hel", reason="disconnect", error="", ttft_ms=ttft_ms, duration_ms=900, delivered=1,
+                      left_ms=400, left_streaming=left_streaming)
+    store(turn_of(message, usage=Usage(prompt_tokens=12, completion_tokens=1)), outcome)
+    event = AbandonmentEvent.objects.get()
+    assert (event.reason, event.phase, event.tokens_delivered, event.elapsed_ms) == ("disconnect", phase, 1, 400)
+    assert Message.objects.get(pk=message.pk).status == "stopped"
 
 
 @pytest.mark.django_db
 def test_a_reply_is_shown_failed_when_its_usage_record_failed_whatever_its_message_says():
-    conversation = Conversation.objects.create(visitor="v" * 32)
+    conversation = Conversation.objects.create(visitor=VISITOR)
 
     def reply(status):
         return Message.objects.create(conversation=conversation, role="assistant", content="Hal", status=status)

@@ -4,11 +4,13 @@ The figures are written here, as the relay would hand them over; every expectati
 """
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from billing.models import AbandonmentEvent, UsageRecord
+from billing import budgets
+from billing.models import AbandonmentEvent, ModelPrice, UsageRecord
 from chat.models import Conversation, Message
 from chat.providers import Call, Usage
 from chat.turns import Outcome, Stored, Turn, store, stored
@@ -73,3 +75,22 @@ def test_a_reply_is_shown_failed_when_its_usage_record_failed_whatever_its_messa
     assert stored(failed, False) == Stored(failed.pk, "failed", "Hal", failed_record, False)
     assert stored(stopped, True) == Stored(stopped.pk, "stopped", "Hal", stopped_record, True)
     assert stored(unrecorded, False) == Stored(unrecorded.pk, "completed", "Hal", None, False)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("model", "spent"), [
+    ("test/priced-model", Decimal("0.0105")),  # 1,000 prompt tokens at $3 a million + 500 at $15 a million
+    ("test/unpriced-model", Decimal("0.003")),  # 1,500 tokens at the fallback $2 a million
+])
+def test_it_settles_the_replys_budget_at_its_records_cost_with_the_record(settings, model, spent):
+    settings.CHAT_UNPRICED_USD_PER_MTOK = Decimal("2")
+    ModelPrice.objects.create(model="test/priced-model", input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"),
+                              effective_from=timezone.now() - timedelta(days=1))
+    scope = budgets.Scope("person", "alice", Decimal("1"))
+    message = streaming_reply()
+    turn = turn_of(message, usage=Usage(prompt_tokens=1000, completion_tokens=500))
+    turn.call.model = model
+    turn.reservation = budgets.reserve([scope], Decimal("0.05"))
+    assert budgets.committed(scope) == (0, Decimal("0.05"))
+    store(turn, Outcome(text="Hello", reason="", error="", ttft_ms=150, duration_ms=900, delivered=1))
+    assert budgets.committed(scope) == (spent, 0)

@@ -218,3 +218,33 @@ def test_it_settles_a_budget_at_the_records_cost_or_else_at_the_unpriced_rate(se
     assert limits.actual_cost(None, unpriced) is None  # nothing was reserved: nothing to settle
     settings.CHAT_UNPRICED_USD_PER_MTOK = None
     assert limits.actual_cost(held, unpriced) is None
+
+
+def test_it_names_each_budget_a_request_counts_against(settings):
+    from billing.budgets import Scope
+    from chat import limits
+    from chat.turns import Owner
+
+    settings.CHAT_SITE_DAILY_BUDGET_USD, settings.CHAT_ADDRESS_DAILY_BUDGET_USD = Decimal("50"), Decimal("2")
+    visitor = Owner(None, "k" * 32, "198.51.100.7")
+    assert limits.scopes(visitor, limits.Allowance(0, Decimal("1"), 2)) == [
+        Scope("person", visitor.key, Decimal("1")), Scope("site", "", Decimal("50")),
+        Scope("address", "198.51.100.7", Decimal("2")),
+    ]
+    settings.CHAT_SITE_DAILY_BUDGET_USD = None  # no limit: not a budget
+    assert [s.kind for s in limits.scopes(visitor, limits.Allowance(0, None, 2))] == ["address"]
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_refuses_an_unpriced_model_naming_the_first_budget_it_could_not_keep(settings):
+    from chat import limits
+    from chat.providers import Call
+    from chat.turns import Owner
+
+    settings.CHAT_UNPRICED_USD_PER_MTOK = None
+    visitor = Owner(None, "k" * 32, "198.51.100.7")
+    call = Call(model="nowhere/unpriced-model", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(limits.Refused) as refused:
+        limits.reserve(visitor, limits.Allowance(0, Decimal("1"), 2), call)
+    assert (refused.value.code, refused.value.scope, refused.value.who) == ("budget_exceeded", "person", visitor.key)
+    assert str(refused.value).startswith("The model nowhere/unpriced-model has no price")

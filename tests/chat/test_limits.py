@@ -248,3 +248,7 @@ def test_it_refuses_an_unpriced_model_naming_the_first_budget_it_could_not_keep(
         limits.reserve(visitor, limits.Allowance(0, Decimal("1"), 2), call)
     assert (refused.value.code, refused.value.scope, refused.value.who) == ("budget_exceeded", "person", visitor.key)
     assert str(refused.value).startswith("The model nowhere/unpriced-model has no price")
+    settings.CHAT_UNPRICED_USD_PER_MTOK = Decimal("1000")  # priced now, and over a budget of a millionth of a dollar
+    with pytest.raises(limits.Refused) as refused:
+        limits.reserve(visitor, limits.Allowance(0, Decimal("0.000001"), 2), call)
+    assert (refused.value.code, refused.value.scope, refused.value.who) == ("budget_exceeded", "person", visitor.key)

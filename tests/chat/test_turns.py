@@ -94,3 +94,45 @@ def test_it_settles_the_replys_budget_at_its_records_cost_with_the_record(settin
     assert budgets.committed(scope) == (0, Decimal("0.05"))
     store(turn, Outcome(text="Hello", reason="", error="", ttft_ms=150, duration_ms=900, delivered=1))
     assert budgets.committed(scope) == (spent, 0)
+
+
+def start_request(content, conversation=None, model="demo/assistant"):
+    return {"content": content, "conversation": conversation, "model": model, "stream": True}
+
+
+@pytest.mark.django_db
+def test_it_starts_a_conversation_with_the_message_and_an_empty_reply(settings):
+    from chat.limits import Allowance
+    from chat.turns import Owner, _start
+
+    settings.CHAT_SYSTEM_PROMPT, settings.CHAT_MAX_TOKENS = "Be brief.", 77
+    owner = Owner(None, "k" * 32, "198.51.100.7")
+    turn = _start(owner, start_request("Hello there"), Allowance(0, None, 2))
+    conversation = Conversation.objects.get(pk=turn.conversation_id)
+    assert (conversation.title, conversation.model, conversation.visitor) == ("Hello there", "demo/assistant",
+                                                                              owner.visitor)
+    assert (turn.call.system, turn.call.max_tokens, turn.call.messages) == (
+        "Be brief.", 77, [{"role": "user", "content": "Hello there"}])
+    asked, reply = conversation.messages.all()
+    assert (asked.role, asked.content, asked.status) == ("user", "Hello there", "completed")
+    assert (reply.pk, reply.role, reply.status, reply.model) == (turn.message_id, "assistant", "streaming",
+                                                                 "demo/assistant")
+
+
+@pytest.mark.django_db
+def test_it_goes_on_with_a_users_own_conversation_in_the_model_now_chosen_and_refuses_anothers():
+    from django.contrib.auth.models import User
+
+    from chat.limits import Allowance, Refused
+    from chat.turns import Owner, _start
+
+    alice = Owner(User.objects.create_user("alice", password="pw"), "", "198.51.100.7")
+    bob = Owner(User.objects.create_user("bob", password="pw"), "", "198.51.100.8")
+    first = _start(alice, start_request("One"), Allowance(0, None, 2))
+    second = _start(alice, start_request("Two", first.conversation_id, "demo/other"), Allowance(0, None, 2))
+    assert second.conversation_id == first.conversation_id
+    assert Conversation.objects.get(pk=first.conversation_id).model == "demo/other"
+    assert [m["content"] for m in second.call.messages if m["role"] == "user"] == ["One", "Two"]
+    with pytest.raises(Refused) as refused:
+        _start(bob, start_request("Mine?", first.conversation_id), Allowance(0, None, 2))
+    assert (str(refused.value), refused.value.code) == ("No such conversation.", "not_found")

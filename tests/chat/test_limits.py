@@ -252,3 +252,19 @@ def test_it_refuses_an_unpriced_model_naming_the_first_budget_it_could_not_keep(
     with pytest.raises(limits.Refused) as refused:
         limits.reserve(visitor, limits.Allowance(0, Decimal("0.000001"), 2), call)
     assert (refused.value.code, refused.value.scope, refused.value.who) == ("budget_exceeded", "person", visitor.key)
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_takes_each_limit_a_users_override_leaves_empty_from_the_settings(settings):
+    from django.contrib.auth.models import User
+
+    from billing.models import UserLimits
+    from chat import limits
+    from chat.turns import Owner
+
+    settings.CHAT_RATE_LIMIT, settings.CHAT_DAILY_BUDGET_USD, settings.CHAT_MAX_INFLIGHT_PER_PERSON = 7, None, 3
+    user = User.objects.create_user("carol", password="pw")
+    UserLimits.objects.create(user=user, daily_budget_usd=Decimal("5"))
+    assert limits.Allowance.of(Owner(user, "")) == limits.Allowance(7, Decimal("5"), 3)
+    UserLimits.objects.filter(user=user).update(rate_limit=2, daily_budget_usd=None, max_inflight=1)
+    assert limits.Allowance.of(Owner(user, "")) == limits.Allowance(2, None, 1)

@@ -106,17 +106,21 @@ def test_it_starts_a_conversation_with_the_message_and_an_empty_reply(settings):
     from chat.turns import Owner, _start
 
     settings.CHAT_SYSTEM_PROMPT, settings.CHAT_MAX_TOKENS = "Be brief.", 77
+    settings.CHAT_UNPRICED_USD_PER_MTOK, settings.CHAT_SITE_DAILY_BUDGET_USD = Decimal("1"), None
+    settings.CHAT_ADDRESS_DAILY_BUDGET_USD = None
     owner = Owner(None, "k" * 32, "198.51.100.7")
-    turn = _start(owner, start_request("Hello there"), Allowance(0, None, 2))
+    turn = _start(owner, start_request("Hello there", model="nowhere/unpriced"), Allowance(0, Decimal("1"), 2))
+    held = budgets.committed(budgets.Scope("person", owner.key, Decimal("1")))[1]
+    assert turn.reservation is not None and held == turn.reservation.amount > 0  # the turn carries its hold
     conversation = Conversation.objects.get(pk=turn.conversation_id)
-    assert (conversation.title, conversation.model, conversation.visitor) == ("Hello there", "demo/assistant",
+    assert (conversation.title, conversation.model, conversation.visitor) == ("Hello there", "nowhere/unpriced",
                                                                               owner.visitor)
     assert (turn.call.system, turn.call.max_tokens, turn.call.messages) == (
         "Be brief.", 77, [{"role": "user", "content": "Hello there"}])
     asked, reply = conversation.messages.all()
     assert (asked.role, asked.content, asked.status) == ("user", "Hello there", "completed")
     assert (reply.pk, reply.role, reply.status, reply.model) == (turn.message_id, "assistant", "streaming",
-                                                                 "demo/assistant")
+                                                                 "nowhere/unpriced")
 
 
 @pytest.mark.django_db

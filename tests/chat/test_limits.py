@@ -262,9 +262,9 @@ def test_it_takes_each_limit_a_users_override_leaves_empty_from_the_settings(set
     from chat import limits
     from chat.turns import Owner
 
-    settings.CHAT_RATE_LIMIT, settings.CHAT_DAILY_BUDGET_USD, settings.CHAT_MAX_INFLIGHT_PER_PERSON = 7, None, 3
+    settings.CHAT_RATE_LIMIT, settings.CHAT_DAILY_BUDGET_USD, settings.CHAT_MAX_INFLIGHT_PER_PERSON = 7, Decimal("9"), 3
     user = User.objects.create_user("carol", password="pw")
     UserLimits.objects.create(user=user, daily_budget_usd=Decimal("5"))
     assert limits.Allowance.of(Owner(user, "")) == limits.Allowance(7, Decimal("5"), 3)
     UserLimits.objects.filter(user=user).update(rate_limit=2, daily_budget_usd=None, max_inflight=1)
-    assert limits.Allowance.of(Owner(user, "")) == limits.Allowance(2, None, 1)
+    assert limits.Allowance.of(Owner(user, "")) == limits.Allowance(2, Decimal("9"), 1)

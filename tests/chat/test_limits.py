@@ -268,3 +268,19 @@ def test_it_takes_each_limit_a_users_override_leaves_empty_from_the_settings(set
     assert limits.Allowance.of(Owner(user, "")) == limits.Allowance(7, Decimal("5"), 3)
     UserLimits.objects.filter(user=user).update(rate_limit=2, daily_budget_usd=None, max_inflight=1)
     assert limits.Allowance.of(Owner(user, "")) == limits.Allowance(2, Decimal("9"), 1)
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_refuses_a_person_past_their_rate_by_their_own_scope_and_key(settings, monkeypatch):
+    from chat import limits
+    from chat.turns import Owner
+
+    monkeypatch.setattr(limits, "cache", LocMemCache(f"person-{uuid.uuid4()}", {}))
+    settings.CHAT_RATE_LIMIT, settings.CHAT_IP_RATE_LIMIT = 1, 0
+    visitor = Owner(None, "k" * 32, "198.51.100.7")
+    at = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC)
+    assert limits.check(visitor, "demo/assistant", now=at).rate_limit == 1
+    with pytest.raises(limits.Refused) as refused:
+        limits.check(visitor, "demo/assistant", now=at)
+    assert (str(refused.value), refused.value.code, refused.value.scope, refused.value.who) == (
+        "Too many messages: the limit is 1 a minute. Try again shortly.", "rate_limited", "person", visitor.key)

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/conversation.py                         # this tree, 3 repeats
     .venv/bin/python bench/conversation.py --baseline ../base      # and another checkout, interleaved
+    .venv/bin/python bench/conversation.py --repeat 1 --n 2000 --profile /tmp/prof   # py-spy each part
 
 A conversation is what the page does: `GET /` (no cookie: a first visit), `POST /session/` (the
 page's first send asks for a session), the websocket handshake with that session, then one reply
@@ -13,7 +14,9 @@ N. The mock upstream answers in 1 ms.
 
 import argparse
 import asyncio
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,10 +58,14 @@ async def one_round(args, servers):
     out = {}
 
     async def part(name, make):
+        spy = profile(args, pid, name)
         before = cpu_seconds(pid)
         result = await in_parallel(n, c, make)
         await asyncio.sleep(0.3)  # what the part left to finish (a thread's last writes)
         out[name] = (cpu_seconds(pid) - before) * 1000 / n
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
         return result
 
     async def page(i):
@@ -90,6 +97,19 @@ async def one_round(args, servers):
     out["all-in"] = sum(out[p] for p in PARTS)
     say("  ".join(f"{k} {v:.2f}" for k, v in out.items()), "(ms of daphne CPU each)")
     return out
+
+
+def profile(args, pid, name):
+    """With --profile DIR, py-spy daphne during part `name` into DIR/<part>.txt (raw, all threads)."""
+    if not args.profile:
+        return None
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    raw = Path(args.profile) / (name.replace(" ", "-") + ".txt")
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen([py_spy, "record", "--nonblocking", "-r", "1000", "-f", "raw", "-o", str(raw),
+                            "-p", str(pid), "-d", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # py-spy attaches
+    return spy
 
 
 async def main(args):
@@ -128,6 +148,9 @@ def parse_args(argv=None):
     parser.add_argument("--c", type=int, default=10, help="at a time (default 10)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", help="another checkout to run first in each repeat")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy (pip install py-spy) daphne during each part, into DIR/<part>.txt; "
+                             "the CPU figures then include the sampler's cost")
     return parser.parse_args(argv)
 
 

@@ -142,3 +142,42 @@ def test_a_rollup_span_names_its_times_its_zone_and_whether_it_is_stale():
     assert str(hour) == "2026-03-29 00:00-2026-03-29 01:00 (Europe/Paris)"
     hour.stale = True
     assert str(hour) == "2026-03-29 00:00-2026-03-29 01:00 (Europe/Paris) stale"
+
+
+# in_force is one hand-written query (billing.models._in_force_sql): the same match the ORM made.
+
+
+def test_it_matches_another_prefix_by_the_literal_name_not_as_a_pattern():
+    # LIKE's wildcards in a model name are escaped: `_` and `%` stand for themselves.
+    price("other/mx1", "1", "1")
+    price("other/a%b", "2", "2")
+    price("other/back\\slash", "3", "3")
+    assert ModelPrice.objects.in_force("acme/m_1") is None
+    assert ModelPrice.objects.in_force("acme/a%") is None
+    assert ModelPrice.objects.in_force("acme/%b") is None
+    assert ModelPrice.objects.in_force("acme/a%b").input_per_mtok == Decimal("2")
+    assert ModelPrice.objects.in_force("acme/back\\slash").input_per_mtok == Decimal("3")
+    assert ModelPrice.objects.in_force("acme/backXslash") is None
+
+
+def test_it_returns_a_price_with_exact_decimals_and_an_aware_start_in_one_query(django_assert_num_queries):
+    p = price("acme/m", "0.123456", "7.5", cached_rate="0.000001",
+              effective_from=datetime(2025, 2, 3, 4, 5, 6, tzinfo=timezone.utc))
+    with django_assert_num_queries(1):
+        found = ModelPrice.objects.in_force("acme/m")
+    assert found.pk == p.pk
+    assert [type(v) for v in (found.input_per_mtok, found.output_per_mtok, found.cached_input_per_mtok)] == [Decimal] * 3
+    assert (found.input_per_mtok, found.cached_input_per_mtok, found.cache_write_per_mtok) == (
+        Decimal("0.123456"), Decimal("0.000001"), None)
+    assert found.effective_from == datetime(2025, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert found.cost(1_000_000, 0) == Decimal("0.1234560000")
+
+
+def test_it_applies_a_price_added_after_a_lookup_at_once():
+    price("acme/m", "1", "1", effective_from=datetime(2025, 1, 1, tzinfo=timezone.utc))
+    assert ModelPrice.objects.in_force("acme/m").input_per_mtok == Decimal("1")
+    price("acme/m", "2", "2", effective_from=datetime(2025, 2, 1, tzinfo=timezone.utc))
+    assert ModelPrice.objects.in_force("acme/m").input_per_mtok == Decimal("2")
+    ModelPrice.objects.filter(model="acme/m", input_per_mtok=2).update(input_per_mtok=Decimal("3"))
+    assert ModelPrice.objects.in_force("acme/m").input_per_mtok == Decimal("3")
+    assert make_record(model="acme/m", prompt_tokens=1_000_000, completion_tokens=0).cost_usd == Decimal("3.0000000000")

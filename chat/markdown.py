@@ -37,10 +37,22 @@ def render(text):
     )
 
 
+# Up to this many characters a reply is rendered where it is asked for, longer ones in a worker
+# thread. Measured on this project's 2-core machine: one word 57 µs, 500 characters of plain prose
+# 70 µs, of dense Markdown (emphasis, code, a list item per line) 750 µs; the thread hand-off alone
+# costs ~115 µs of CPU, more than rendering most short replies, and frees the event loop of nothing
+# while markdown-it runs (pure Python: the worker holds the GIL, and the loop gets it back only at
+# the interpreter's switch interval).
+INLINE_CHARS = 500
+
+
 async def arender(text):
-    """See render(); in a worker thread of its own.
+    """See render(); a reply longer than INLINE_CHARS in a worker thread of its own.
 
     A long reply takes milliseconds to render: neither the event loop (every socket's deltas) nor
-    the one database thread (every socket's records) should wait for it.
+    the one database thread (every socket's records) should wait for it in one piece; the thread
+    lets the interpreter hand the loop the GIL between its switch intervals.
     """
+    if len(text) <= INLINE_CHARS:
+        return render(text)
     return await asyncio.to_thread(render, text)

@@ -8,6 +8,9 @@ class ChatConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_out
 
         from chat import checks  # noqa: F401  (registers the system checks)
+        from chatsite import randomness
+
+        randomness.install()  # CSRF secrets from one os.urandom call, not one per character
 
         # No closing of a request's database connections at its end: chatsite.handler runs requests on
         # long-lived threads, each keeping its connection (CONN_MAX_AGE; PostgreSQL: psycopg's pool).

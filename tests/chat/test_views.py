@@ -96,7 +96,7 @@ def test_it_draws_another_session_key_when_the_first_is_taken(client, monkeypatc
     taken["who"] = "someone else"
     taken.create()
     keys = iter([taken.session_key, "a" * 32])
-    monkeypatch.setattr(session_store, "get_random_string", lambda length, chars: next(keys))
+    monkeypatch.setattr(session_store, "random_string", lambda length, chars: next(keys))
     response = client.post("/session/")
     assert response.status_code == 201 and response.cookies["sessionid"].value == "a" * 32
     assert session_store.SessionStore(taken.session_key).load() == {"who": "someone else"}

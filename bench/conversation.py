@@ -58,13 +58,14 @@ async def one_round(args, servers):
     out = {}
 
     async def part(name, make):
-        spy = profile(args, pid, name)
+        spies = profile(args, pid, name)
         before = cpu_seconds(pid)
         result = await in_parallel(n, c, make)
         await asyncio.sleep(0.3)  # what the part left to finish (a thread's last writes)
         out[name] = (cpu_seconds(pid) - before) * 1000 / n
-        if spy is not None:
+        for spy in spies or ():
             spy.send_signal(2)
+        for spy in spies or ():
             spy.wait(30)
         return result
 
@@ -100,16 +101,19 @@ async def one_round(args, servers):
 
 
 def profile(args, pid, name):
-    """With --profile DIR, py-spy daphne during part `name` into DIR/<part>.txt (raw, all threads)."""
+    """With --profile DIR, py-spy daphne during part `name`: DIR/<part>.txt samples every thread that is
+    not idle (one waiting for the GIL counts), DIR/<part>-gil.txt only the thread holding the GIL
+    (native work done without it, e.g. inside SQLite, is missed); raw (collapsed) stacks."""
     if not args.profile:
         return None
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-    raw = Path(args.profile) / (name.replace(" ", "-") + ".txt")
+    raw = Path(args.profile) / name.replace(" ", "-")
     raw.parent.mkdir(parents=True, exist_ok=True)
-    spy = subprocess.Popen([py_spy, "record", "--nonblocking", "-r", "1000", "-f", "raw", "-o", str(raw),
-                            "-p", str(pid), "-d", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spies = [subprocess.Popen([py_spy, "record", "--nonblocking", "-r", "1000", "-f", "raw", "-o", f"{raw}{suffix}.txt",
+                               "-p", str(pid), "-d", "600", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for suffix, flags in (("", []), ("-gil", ["--gil"]))]
     time.sleep(0.5)  # py-spy attaches
-    return spy
+    return spies
 
 
 async def main(args):
@@ -149,7 +153,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", help="another checkout to run first in each repeat")
     parser.add_argument("--profile", metavar="DIR",
-                        help="py-spy (pip install py-spy) daphne during each part, into DIR/<part>.txt; "
+                        help="py-spy (pip install py-spy) daphne during each part, into DIR/<part>.txt and <part>-gil.txt; "
                              "the CPU figures then include the sampler's cost")
     return parser.parse_args(argv)
 

@@ -9,8 +9,12 @@ from django.contrib.auth import logout as auth_logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import redirect_to_login
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
+from django.template.loader import render_to_string
+from django.urls import get_script_prefix, get_urlconf
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -27,6 +31,32 @@ BLANK = {
     "figures": dict.fromkeys(("model", "ttft", "tokens", "speed", "cost"), "–"),
     "conversation": {"id": 0, "title": ""},
 }
+_blank_markup = {}  # (script prefix, urlconf) -> the rendered <template> contents
+
+
+def blank_markup():
+    """Return the page's <template> contents, rendered from BLANK once per process, not on every page.
+
+    They depend on nobody's data, only on the templates and the URLs (the script prefix a proxy may
+    set, a request's own urlconf), the key of what is kept; rendered anew on every page under DEBUG,
+    where templates change under a running server, and after a settings change (tests).
+    """
+    key = (get_script_prefix(), get_urlconf())
+    markup = None if settings.DEBUG else _blank_markup.get(key)
+    if markup is None:
+        markup = _blank_markup[key] = {
+            "user": render_to_string("chat/message.html", {"message": BLANK["user"]}),
+            "reply": render_to_string("chat/message.html", {"message": BLANK["reply"], "live": True}),
+            "figures": render_to_string("chat/figures.html", {"figures": BLANK["figures"]}),
+            "conversation": render_to_string("chat/conversation_item.html",
+                                             {"conversation": BLANK["conversation"], "current": None}),
+        }
+    return markup
+
+
+@receiver(setting_changed)
+def _forget_blank_markup(**kwargs):
+    _blank_markup.clear()
 
 
 def login_if_required(view):
@@ -67,7 +97,7 @@ def index(request, conversation_id=None):
         "has_session": sessions.has_session(request),
         "selected": selected,
         "transcript": transcript(selected["id"], figures.shows_usage(request.user)) if selected else [],
-        "blank": BLANK,
+        "blank": blank_markup(),
         "max_chars": settings.CHAT_MAX_PROMPT_CHARS,
         "models": settings.CHAT_MODELS,
         "model": selected["model"] if selected and selected["model"] in settings.CHAT_MODELS else settings.CHAT_MODELS[0],

@@ -298,6 +298,29 @@ def test_it_renders_the_templates_the_page_clones(alice_client):
     assert 'href="/c/0/"' in item and 'class="icon-button rename"' in item
 
 
+def test_it_renders_the_cloned_templates_once_not_on_every_page(alice_client, bob_client, settings):
+    from django.urls import set_script_prefix
+
+    first = alice_client.get("/")
+    second = bob_client.get("/")
+    shown = [t.name for t in second.templates]
+    assert "chat/message.html" not in shown and "chat/figures.html" not in shown, shown
+    assert "chat/conversation_item.html" not in shown, shown
+    clones = lambda page: [part.split("</template>", 1)[0] for part in page.content.decode().split("<template id=")[1:]]
+    assert clones(first) == clones(second) and len(clones(second)) == 4
+    # Kept per script prefix: behind a proxy at /chat/, the sidebar entry's link is /chat/c/0/.
+    set_script_prefix("/chat/")
+    try:
+        from chat.views import blank_markup
+        assert 'href="/chat/c/0/"' in blank_markup()["conversation"]
+    finally:
+        set_script_prefix("/")
+    assert 'href="/c/0/"' in clones(alice_client.get("/"))[3]
+    # Under DEBUG (templates edited under a running server) they are rendered on every page.
+    settings.DEBUG = True
+    assert "chat/message.html" in [t.name for t in alice_client.get("/").templates]
+
+
 @pytest.mark.parametrize("chosen", ["²", "٣x", "-1", "1e3", "9" * 30])
 def test_it_treats_a_conversation_parameter_that_is_not_an_id_as_none(alice_client, chosen):
     assert alice_client.get("/", {"c": chosen}).status_code in (200, 404)

@@ -14,7 +14,10 @@ except ImproperlyConfigured as exc:  # one line naming the variable, not daphne'
     sys.exit(f"chatsite: {exc}")
 django.setup(set_prefix=False)
 
+from chatsite import autobahn_log  # noqa: E402
 from chatsite.handler import Handler  # noqa: E402 - after setup: it loads the middleware
+
+autobahn_log.install()  # no pretty-printing per websocket handshake for a debug log that is off
 
 django_asgi_app = Handler()
 

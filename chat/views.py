@@ -14,7 +14,7 @@ from django.dispatch import receiver
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.template.loader import render_to_string
-from django.urls import get_script_prefix, get_urlconf
+from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -31,32 +31,39 @@ BLANK = {
     "figures": dict.fromkeys(("model", "ttft", "tokens", "speed", "cost"), "–"),
     "conversation": {"id": 0, "title": ""},
 }
-_blank_markup = {}  # (script prefix, urlconf) -> the rendered <template> contents
+_page_parts = {}  # (script prefix, urlconf) -> the page's parts that are the same for everyone
+URL_NAMES = ("index", "my_usage", "logout", "login", "session")
+ID_URL_NAMES = ("rename", "delete", "conversation")  # reversed with id 0: the page's JS puts the real one in
 
 
-def blank_markup():
-    """Return the page's <template> contents, rendered from BLANK once per process, not on every page.
+def page_parts():
+    """Return the page's parts that depend on nobody's data, made once per process, not on every page:
+    `blank`, the <template> contents rendered from BLANK, and `urls`, the links it reverses.
 
-    They depend on nobody's data, only on the templates and the URLs (the script prefix a proxy may
-    set, a request's own urlconf), the key of what is kept; rendered anew on every page under DEBUG,
-    where templates change under a running server, and after a settings change (tests).
+    They depend only on the templates and the URLs (the script prefix a proxy may set, a request's
+    own urlconf), the key of what is kept; made anew on every page under DEBUG, where templates
+    change under a running server, and after a settings change (tests).
     """
     key = (get_script_prefix(), get_urlconf())
-    markup = None if settings.DEBUG else _blank_markup.get(key)
-    if markup is None:
-        markup = _blank_markup[key] = {
-            "user": render_to_string("chat/message.html", {"message": BLANK["user"]}),
-            "reply": render_to_string("chat/message.html", {"message": BLANK["reply"], "live": True}),
-            "figures": render_to_string("chat/figures.html", {"figures": BLANK["figures"]}),
-            "conversation": render_to_string("chat/conversation_item.html",
-                                             {"conversation": BLANK["conversation"], "current": None}),
+    parts = None if settings.DEBUG else _page_parts.get(key)
+    if parts is None:
+        parts = _page_parts[key] = {
+            "blank": {
+                "user": render_to_string("chat/message.html", {"message": BLANK["user"]}),
+                "reply": render_to_string("chat/message.html", {"message": BLANK["reply"], "live": True}),
+                "figures": render_to_string("chat/figures.html", {"figures": BLANK["figures"]}),
+                "conversation": render_to_string("chat/conversation_item.html",
+                                                 {"conversation": BLANK["conversation"], "current": None}),
+            },
+            "urls": {**{name: reverse(name) for name in URL_NAMES},
+                     **{name: reverse(name, args=[0]) for name in ID_URL_NAMES}},
         }
-    return markup
+    return parts
 
 
 @receiver(setting_changed)
-def _forget_blank_markup(**kwargs):
-    _blank_markup.clear()
+def _forget_page_parts(**kwargs):
+    _page_parts.clear()
 
 
 def login_if_required(view):
@@ -97,7 +104,7 @@ def index(request, conversation_id=None):
         "has_session": sessions.has_session(request),
         "selected": selected,
         "transcript": transcript(selected["id"], figures.shows_usage(request.user)) if selected else [],
-        "blank": blank_markup(),
+        **page_parts(),
         "max_chars": settings.CHAT_MAX_PROMPT_CHARS,
         "models": settings.CHAT_MODELS,
         "model": selected["model"] if selected and selected["model"] in settings.CHAT_MODELS else settings.CHAT_MODELS[0],

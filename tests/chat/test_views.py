@@ -311,8 +311,9 @@ def test_it_renders_the_cloned_templates_once_not_on_every_page(alice_client, bo
     # Kept per script prefix: behind a proxy at /chat/, the sidebar entry's link is /chat/c/0/.
     set_script_prefix("/chat/")
     try:
-        from chat.views import blank_markup
-        assert 'href="/chat/c/0/"' in blank_markup()["conversation"]
+        from chat.views import page_parts
+        assert 'href="/chat/c/0/"' in page_parts()["blank"]["conversation"]
+        assert page_parts()["urls"]["session"] == "/chat/session/"
     finally:
         set_script_prefix("/")
     assert 'href="/c/0/"' in clones(alice_client.get("/"))[3]

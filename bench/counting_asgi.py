@@ -8,10 +8,12 @@ type, and, when the process traces allocations (PYTHONTRACEMALLOC=frames), dumps
 snapshot to $BENCH_DIR/NAME.tracemalloc.
 """
 
+import asyncio
 import collections
 import gc
 import json
 import os
+import time
 import tracemalloc
 
 from chatsite.asgi import application as chatsite_application  # noqa: F401 - sets up Django
@@ -40,8 +42,44 @@ def _httpcore_transport():
     http.client = client
 
 
-PATCHES = {"httpcore_transport": _httpcore_transport}
-# Experiments for recommendations, applied in this process only (run.py --patch NAME).
+def _gc_log():
+    """Log each collection of generation 1 or 2, or of any generation taking over 1 ms, to
+    $BENCH_DIR/gc-<pid>.log: generation, wall ms, objects collected, end time (bench/gc_pauses.py)."""
+    started = []
+
+    def callback(phase, info):
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            took = (time.perf_counter() - started.pop()) * 1000
+            if info["generation"] or took > 1:
+                with open(_log_path("gc"), "a") as f:
+                    f.write(f"{info['generation']} {took:.2f} {info['collected']} {time.time():.3f}\n")
+
+    gc.callbacks.append(callback)
+
+
+def _log_path(kind):
+    return os.path.join(os.environ.get("BENCH_DIR", "/tmp"), f"{kind}-{os.getpid()}.log")
+
+
+LOOP_LAG = []  # [True] once asked for, then the monitor's task
+
+
+async def _loop_lag_monitor():
+    """Log the event loop's stalls over 5 ms, as a 1 ms sleeper sees them, to $BENCH_DIR/lag-<pid>.log."""
+    with open(_log_path("lag"), "a", buffering=1) as f:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            late = (time.perf_counter() - before) * 1000 - 1
+            if late > 5:
+                f.write(f"{late:.2f} {time.time():.3f}\n")
+
+
+PATCHES = {"httpcore_transport": _httpcore_transport, "gc_log": _gc_log, "loop_lag": lambda: LOOP_LAG.append(True)}
+# Experiments for recommendations, applied in this process only (run.py --patch NAME); gc_log and loop_lag
+# only measure (bench/variants.py --measure-pauses).
 for _name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):
     PATCHES[_name]()
 
@@ -71,6 +109,8 @@ def snapshot(name):
 
 async def application(scope, receive, send):
     """Serve the SQL counts at /__bench__/stats; pass everything else to chatsite."""
+    if LOOP_LAG == [True]:  # the first request starts the monitor on the serving loop
+        LOOP_LAG.append(asyncio.get_running_loop().create_task(_loop_lag_monitor()))
     if scope["type"] == "http" and scope["path"] in ("/__bench__/stats", "/__bench__/snapshot"):
         if scope["path"] == "/__bench__/stats":
             body = json.dumps(COUNTS.snapshot()).encode()

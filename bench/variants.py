@@ -2,7 +2,12 @@
 
     .venv/bin/python bench/variants.py [--variants httpcore,aiohttp,uvloop] [--levels 50:10,200:20] [--repeat 3]
 
-Variants: `httpcore` is plain daphne on asyncio with the shared client on httpx's default transport
+`--measure-pauses` also logs, in each daphne, every collection of the garbage collector (generation,
+duration) and every stall of the event loop over 5 ms (a 1 ms sleeper's lateness), and reports per
+variant how many stalls there were, how long they lasted in all, and how much of that overlapped a
+collection.
+
+Variants: `gc-default` is `uvloop` before the collector's tuning in chatsite/serve.py; `httpcore` is plain daphne on asyncio with the shared client on httpx's default transport
 (the read path before httpx-aiohttp); `aiohttp` is plain daphne on asyncio with the transport as
 shipped; `uvloop` is `python -m chatsite.serve` (uvloop and the shipped transport, as served).
 For each repeat, each variant gets a fresh daphne, is warmed, then runs at each level a 200-token
@@ -28,6 +33,9 @@ VARIANTS = {
     "httpcore": ([DAPHNE], ["httpcore_transport"]),
     "aiohttp": ([DAPHNE], []),
     "uvloop": ([PYTHON, "-m", "chatsite.serve"], []),
+    # chatsite.serve before the garbage collector's tuning (its uvloop, Python's collector defaults)
+    "gc-default": ([PYTHON, "-c", "from chatsite.loop import install_loop_policy\ninstall_loop_policy()\n"
+                    "from daphne.cli import CommandLineInterface\nCommandLineInterface.entrypoint()"], []),
 }
 
 
@@ -37,13 +45,17 @@ async def main(args):
     levels = parse_levels(args.levels)
     servers.models = [f"mock/{model_name(g, t)}" for g in sorted({g for _, g in levels} | {10}) for t in (1, 5, args.tokens)]
     rounds = []
+    pids = {}
     try:
         servers.start_mock()
         servers.migrate()
         for repeat in range(args.repeat):
             for name in args.variants.split(","):
                 servers.command, servers.patches = VARIANTS[name]
+                if args.measure_pauses:
+                    servers.patches = [*servers.patches, "gc_log", "loop_lag"]
                 servers.start_daphne(1)
+                pids.setdefault(name, []).extend(servers.pids)
                 await warm(servers)
                 for c, gap in levels:
                     for tokens in (args.tokens, 1):
@@ -78,7 +90,38 @@ async def main(args):
                   f"| {percentile(ttft, 50):.2f} / {percentile(ttft, 99):.2f} "
                   f"| {statistics.median(r['tokens_per_s'] for r in long):.0f} "
                   f"| {sum(r['errors'] + r['timeouts'] for r in long + short)} |")
+    if args.measure_pauses:
+        print("\n| variant | loop stalls > 5 ms | stalled s in all | of it during a collection | stalls > 50 ms "
+              "| longest ms | collections' ms in all | full collections (longest ms) |\n|---|---:|---:|---:|---:|---:|---:|---|")
+        for name in args.variants.split(","):
+            p = [pauses(workdir, pid) for pid in pids[name]]
+            print(f"| {name} | {sum(x['stalls'] for x in p)} | {sum(x['stalled_ms'] for x in p) / 1000:.1f} "
+                  f"| {sum(x['during_gc_ms'] for x in p) / 1000:.1f} | {sum(x['over_50'] for x in p)} "
+                  f"| {max(x['longest'] for x in p):.0f} | {sum(x['gc_ms'] for x in p):.0f} "
+                  f"| {sum(x['full'] for x in p)} ({max(x['full_longest'] for x in p):.0f}) |")
     say(f"logs in {workdir}")
+
+
+def pauses(workdir, pid):
+    """Sum one daphne's loop stalls and collections (bench/counting_asgi.py's gc_log and loop_lag)."""
+    def rows(kind):
+        path = workdir / f"{kind}-{pid}.log"
+        return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+    collections = [(int(g), float(ms), float(end)) for g, ms, _, end in rows("gc")]
+    spans = [(end - ms / 1000, end) for _, ms, end in collections]
+    stalls = [(float(ms), float(end)) for ms, end in rows("lag")]
+    return {
+        "stalls": len(stalls),
+        "stalled_ms": sum(ms for ms, _ in stalls),
+        "during_gc_ms": sum(ms for ms, end in stalls
+                            if any(a - 0.003 <= end and end - ms / 1000 <= b + 0.003 for a, b in spans)),
+        "over_50": sum(1 for ms, _ in stalls if ms > 50),
+        "longest": max((ms for ms, _ in stalls), default=0),
+        "gc_ms": sum(ms for _, ms, _ in collections),
+        "full": sum(1 for g, _, _ in collections if g == 2),
+        "full_longest": max((ms for g, ms, _ in collections if g == 2), default=0),
+    }
 
 
 if __name__ == "__main__":
@@ -87,4 +130,6 @@ if __name__ == "__main__":
     parser.add_argument("--levels", default="50:10,200:20")
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--measure-pauses", action="store_true",
+                        help="log the collector's collections and the loop's stalls in each daphne; report them")
     asyncio.run(main(parser.parse_args()))

@@ -77,7 +77,46 @@ async def _loop_lag_monitor():
                 f.write(f"{late:.2f} {time.time():.3f}\n")
 
 
-PATCHES = {"httpcore_transport": _httpcore_transport, "gc_log": _gc_log, "loop_lag": lambda: LOOP_LAG.append(True)}
+def _switch_1ms():
+    """Hand the GIL over after 1 ms instead of 5 (a thread waiting for it waits less)."""
+    import sys
+
+    sys.setswitchinterval(0.001)
+
+
+def _phases():
+    """Log each reply's way to its first delta to $BENCH_DIR/phases-<pid>.log: the wait for and time
+    in turns.start (the database thread), then from its return to the first delta's send (the
+    upstream's request and first token, its 50 ms included), in ms, and the time of the send."""
+    from chat import relay, turns
+
+    original_start, original_run, original_send_now = turns.start, relay.Generation.run, relay.Generation._send_now
+    log = open(_log_path("phases"), "a", buffering=1)
+
+    async def start(owner, request):
+        marks = request.get("_bench", {})
+        marks["start_called"] = time.perf_counter()
+        try:
+            return await original_start(owner, request)
+        finally:
+            marks["started"] = time.perf_counter()
+
+    async def run(self):
+        self.request["_bench"] = {}
+        return await original_run(self)
+
+    async def send_now(self, text, now):
+        marks = self.request.get("_bench")
+        if marks and "started" in marks and not marks.get("sent"):
+            marks["sent"] = time.perf_counter()
+            log.write(f"{(marks['started'] - marks['start_called']) * 1000:.2f} "
+                      f"{(marks['sent'] - marks['started']) * 1000:.2f} {time.time():.3f}\n")
+        return await original_send_now(self, text, now)
+
+    turns.start, relay.Generation.run, relay.Generation._send_now = start, run, send_now
+
+
+PATCHES = {"httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
 # Experiments for recommendations, applied in this process only (run.py --patch NAME); gc_log and loop_lag
 # only measure (bench/variants.py --measure-pauses).
 for _name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):

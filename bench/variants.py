@@ -5,7 +5,9 @@
 `--measure-pauses` also logs, in each daphne, every collection of the garbage collector (generation,
 duration) and every stall of the event loop over 5 ms (a 1 ms sleeper's lateness), and reports per
 variant how many stalls there were, how long they lasted in all, and how much of that overlapped a
-collection.
+collection; and each reply's time in `turns.start` (waiting for the one database thread, then its
+transaction), which precedes the upstream request and so adds to the time to first token a person
+sees, though not to the first-token overhead (measured from the mock's first token).
 
 Variants: `gc-default` is `uvloop` before the collector's tuning in chatsite/serve.py; `httpcore` is plain daphne on asyncio with the shared client on httpx's default transport
 (the read path before httpx-aiohttp); `aiohttp` is plain daphne on asyncio with the transport as
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import statistics
 import sys
+import time
 import tempfile
 from pathlib import Path
 
@@ -33,6 +36,7 @@ VARIANTS = {
     "httpcore": ([DAPHNE], ["httpcore_transport"]),
     "aiohttp": ([DAPHNE], []),
     "uvloop": ([PYTHON, "-m", "chatsite.serve"], []),
+    "switch-1ms": ([PYTHON, "-m", "chatsite.serve"], ["switch_1ms"]),
     # chatsite.serve before the garbage collector's tuning (its uvloop, Python's collector defaults)
     "gc-default": ([PYTHON, "-c", "from chatsite.loop import install_loop_policy\ninstall_loop_policy()\n"
                     "from daphne.cli import CommandLineInterface\nCommandLineInterface.entrypoint()"], []),
@@ -53,7 +57,7 @@ async def main(args):
             for name in args.variants.split(","):
                 servers.command, servers.patches = VARIANTS[name]
                 if args.measure_pauses:
-                    servers.patches = [*servers.patches, "gc_log", "loop_lag"]
+                    servers.patches = [*servers.patches, "gc_log", "loop_lag", "phases"]
                 servers.start_daphne(1)
                 pids.setdefault(name, []).extend(servers.pids)
                 await warm(servers)
@@ -61,8 +65,9 @@ async def main(args):
                     for tokens in (args.tokens, 1):
                         n = 3 if tokens > 1 else 5
                         rnd = Round("relay", c, gap, tokens, n, f"{name}-c{c}-t{tokens}-r{repeat}")
+                        began = time.time()
                         res = await run_round(rnd, servers)
-                        res.update(variant=name, repeat=repeat)
+                        res.update(variant=name, repeat=repeat, span=(began, time.time()), pids=servers.pids)
                         say(name, f"C={c} tok={tokens}", f"err={res['errors']}", f"{res['cpu_ms_per_request']:.2f} ms/req",
                             f"ttft+ p50={res['ttft_overhead_ms'][50]}", f"other={res['cpu_cores']['other']:.2f}")
                         rounds.append(res)
@@ -99,7 +104,32 @@ async def main(args):
                   f"| {sum(x['during_gc_ms'] for x in p) / 1000:.1f} | {sum(x['over_50'] for x in p)} "
                   f"| {max(x['longest'] for x in p):.0f} | {sum(x['gc_ms'] for x in p):.0f} "
                   f"| {sum(x['full'] for x in p)} ({max(x['full_longest'] for x in p):.0f}) |")
+        print("\nThe wait for and time in `turns.start` (the one database thread) before the upstream request, "
+              "ms, p50 / p99, by round:\n\n| variant | level | 200-token round | 1-token round |\n|---|---|---|---|")
+        for name in args.variants.split(","):
+            for c, gap in levels:
+                cells = []
+                for tokens in (args.tokens, 1):
+                    waits = sorted(w for r in rounds if r["variant"] == name and r["c"] == c and r["tokens"] == tokens
+                                   for w in start_waits(workdir, r))
+                    cells.append(f"{percentile(waits, 50):.1f} / {percentile(waits, 99):.1f}" if waits else "–")
+                print(f"| {name} | C={c} gap {gap} | {cells[0]} | {cells[1]} |")
     say(f"logs in {workdir}")
+
+
+def start_waits(workdir, rnd):
+    """The turns.start times (bench/counting_asgi.py's phases) of the replies whose first delta was sent
+    within the round."""
+    began, ended = rnd["span"]
+    out = []
+    for pid in rnd["pids"]:
+        path = workdir / f"phases-{pid}.log"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                start_ms, _, at = line.split()
+                if began <= float(at) <= ended:
+                    out.append(float(start_ms))
+    return out
 
 
 def pauses(workdir, pid):

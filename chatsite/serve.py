@@ -1,8 +1,9 @@
 """Serve chatsite with daphne on uvloop: `python -m chatsite.serve [daphne's arguments]`.
 
 daphne makes its event loop when its server module is imported, so the loop policy has to be in
-place before that import; this entry point installs it first, then runs daphne's own command line.
-Without uvloop installed it is plain daphne on asyncio.
+place before that import; this entry point installs it first, then runs daphne's own command line
+with chatsite.lean_daphne's server (less state kept per open websocket). Without uvloop installed it
+is daphne on asyncio.
 
 Once the application is imported (Django set up, the URL conf, middleware and models loaded), the
 garbage collector is tuned for a server whose one event loop carries every stream (docs/PERFORMANCE.md,
@@ -32,9 +33,9 @@ def tune_gc():
 def main():
     """Install the loop policy, then run daphne's command line with this process's arguments."""
     install_loop_policy()
-    from daphne.cli import CommandLineInterface
+    from chatsite.lean_daphne import LeanCommandLineInterface
 
-    class Command(CommandLineInterface):
+    class Command(LeanCommandLineInterface):
         def load_asgi_app(self, asgi_app_path):
             application = super().load_asgi_app(asgi_app_path)
             tune_gc()

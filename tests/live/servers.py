@@ -55,8 +55,8 @@ def live_redis():
 class Server:
     """One daphne process on a free port."""
 
-    def __init__(self, env, log_path):
-        self.env, self.log_path = env, log_path
+    def __init__(self, env, log_path, application="chatsite.asgi:application"):
+        self.env, self.log_path, self.application = env, log_path, application
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws/chat/"
@@ -66,7 +66,7 @@ class Server:
         """Start daphne and wait until it serves the page's script."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"],
+                [*DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), self.application],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 90

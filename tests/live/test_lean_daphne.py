@@ -1,0 +1,95 @@
+"""The served daphne (python -m chatsite.serve, chatsite.lean_daphne) keeps no handshake state for an
+open websocket: not twisted's upgrade request, its headers and channel, not autobahn's parsed request,
+no asyncio.Queue per application; and the sockets work as before (replies, close, size limit)."""
+
+import json
+import time
+import urllib.request
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.live.client import Chat, new_session
+from tests.live.conftest import FAST, MODELS, SETTINGS
+from tests.live.servers import Server, migrate, server_env
+
+SOCKETS = 4
+
+
+@pytest.fixture
+def inspected(upstream, tmp_path):
+    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", "", MODELS, upstream.base_url + "/v1", **SETTINGS)
+    migrate(env)
+    server = Server(env, tmp_path / "daphne.log", application="tests.live.inspect_asgi:application").start()
+    yield server
+    server.terminate()
+
+
+def inspect(server):
+    with urllib.request.urlopen(server.url + "/__inspect__", timeout=20) as response:
+        return json.loads(response.read())
+
+
+def settled(server, timeout=10):
+    """What the process holds once daphne has reaped the finished HTTP requests (it does each second):
+    at most the inspecting request's own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = inspect(server)
+        if held["counts"]["daphne.http_protocol.WebRequest"] <= 1 or time.monotonic() > deadline:
+            return held
+        time.sleep(0.3)
+
+
+def test_an_open_websocket_keeps_no_handshake_state(inspected):
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+
+    from chatsite.lean_daphne import HANDSHAKE_ONLY
+
+    chats = [Chat(inspected, new_session(inspected)) for _ in range(SOCKETS)]
+    try:
+        for chat in chats:
+            chat.send(type="send", content="held", model=FAST)
+        for chat in chats:
+            assert chat.until("done")[-1]["status"] == "completed"
+            # compression is declined, as daphne's factory does (a function option, not bound to the protocol)
+            assert chat.ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        held = settled(inspected)
+        counts = held["counts"]
+        assert counts["daphne.http_protocol.WebRequest"] <= 1  # the /__inspect__ request itself
+        assert counts["twisted.web.http.HTTPChannel"] <= 1
+        assert counts["twisted.web.http_headers.Headers"] <= 2  # its request's and response's
+        assert counts["asyncio.queues.Queue"] == 0
+        assert counts["chatsite.lean_daphne.InputQueue"] >= SOCKETS
+        assert len(held["sockets"]) == SOCKETS
+        for socket in held["sockets"]:
+            kept = set(socket["attributes"])
+            assert not kept & set(HANDSHAKE_ONLY), kept & set(HANDSHAKE_ONLY)
+            assert not kept & set(WebSocketServerProtocol.CONFIG_ATTRS)  # on the class, not copied per socket
+            assert "clean_headers" not in kept
+            assert (socket["request"], socket["path"]) == ("HandshakeRequest", "/ws/chat/")
+            assert socket["producer"] == "NoneType" and socket["queue"] == "InputQueue"
+        for chat in chats:  # the open sockets still carry a second reply
+            chat.send(type="send", content="again", model=FAST)
+            assert chat.until("done")[-1]["status"] == "completed"
+    finally:
+        for chat in chats:
+            chat.close()
+    deadline = time.monotonic() + 10
+    while inspected.log().count('"WSDISCONNECT /ws/chat/"') < SOCKETS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert inspected.log().count('"WSDISCONNECT /ws/chat/"') == SOCKETS  # daphne's log still names the path
+    assert "Traceback" not in inspected.log()
+
+
+def test_the_protocol_options_apply_a_message_over_the_size_limit_closes_the_socket(inspected):
+    """daphne's --websocket_max_message_size (1 MiB by default) reaches the protocol through its class."""
+    chat = Chat(inspected, new_session(inspected))
+    try:
+        chat.ws.send("x" * (1024 * 1024 - 16))  # within the limit: not JSON, an error frame, the socket stays
+        assert chat.until("error")[-1]["type"] == "error"
+        chat.ws.send("x" * (1024 * 1024 + 1))
+        with pytest.raises(ConnectionClosed):
+            chat.ws.recv(10)
+    finally:
+        chat.close()

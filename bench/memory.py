@@ -5,15 +5,24 @@
     .venv/bin/python bench/memory.py --trace 25       # also tracemalloc (25 frames): by line, by traceback
     .venv/bin/python bench/memory.py --repeat 3       # three fresh processes, medians
     .venv/bin/python bench/memory.py --repeat 3 --baseline ../base   # and another checkout, interleaved
+    .venv/bin/python bench/memory.py --repeat 2 --baseline . --env MALLOC_ARENA_MAX=2   # an environment, A/B
+    .venv/bin/python bench/memory.py --repeat 2 --baseline . --server uvicorn-wsproto    # another server, A/B
 
 One round: a fresh daphne (as served: `python -m chatsite.serve`, SQLite, the in-memory layer and
 cache) warmed with 10 short conversations; then N conversations opened (page GET, `POST /session/`,
 websocket), then one message on each, the sends spread over 10 s, each reply 30 tokens a second
-apart, so all N stream at once from ~10 s to ~30 s. RSS is read from /proc: before the sockets
+apart, so all N stream at once from ~10 s to ~30 s. RSS is read from /proc (the process and its children):
+before the sockets
 (`base`), with them open (`open`), and its peak while they stream. With --trace the process runs
 under PYTHONTRACEMALLOC and dumps a snapshot at each of the three points (`/__bench__/snapshot`,
 bench/counting_asgi.py), and the differences are printed per stream; tracing costs time and memory
 of its own, so its RSS figures are not the ones to quote (run without --trace for those).
+
+--server serves this tree's rounds with another ASGI server instead (the same application,
+bench/counting_asgi.py wrapping chatsite.asgi:application), from another virtualenv (--python,
+default .venv-alt: requirements.txt plus the servers, not installed by `make install`):
+uvicorn on uvloop and httptools with its wsproto or websockets implementation, or granian (its ASGI
+interface without lifespan, one worker, uvloop). --env sets variables for this tree's rounds only.
 """
 
 import argparse
@@ -30,9 +39,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import client  # noqa: E402
 from bench.rounds import OPEN_AT_ONCE, model_name  # noqa: E402
 from bench.run import warm  # noqa: E402
-from bench.servers import ROOT, Servers, http, rss_kb  # noqa: E402
+from bench.servers import PYTHON, ROOT, Servers, http  # noqa: E402
+from bench.servers import tree_rss_kb as rss_kb  # noqa: E402
 
 SPREAD_S = 10.0
+SERVERS = ("daphne", "uvicorn-wsproto", "uvicorn-websockets", "granian")
+
+
+def serve_with(servers, name, python):
+    """Set how `servers` starts its process: chatsite's daphne (the default) or another server."""
+    if name == "daphne":
+        servers.command = [PYTHON, "-m", "chatsite.serve"]
+        servers.arguments = lambda port: ["-b", "127.0.0.1", "-p", str(port), servers.asgi]
+    elif name.startswith("uvicorn-"):
+        servers.command = [python, "-m", "uvicorn"]
+        servers.arguments = lambda port: [
+            "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+            "--ws", name.removeprefix("uvicorn-"), "--lifespan", "off", "--log-level", "warning", servers.asgi]
+    elif name == "granian":
+        servers.command = [str(Path(python).parent / "granian")]
+        servers.arguments = lambda port: [
+            "--interface", "asginl", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--loop", "uvloop", "--log-level", "warning", servers.asgi]
+    else:
+        raise SystemExit(f"--server: one of {', '.join(SERVERS)}")
 
 
 def say(*args):
@@ -157,21 +187,28 @@ async def main(args):
         servers.migrate()
         if args.trace:
             servers.extra_env["PYTHONTRACEMALLOC"] = str(args.trace)
+        env = dict(pair.split("=", 1) for pair in args.env)
         for index in range(args.repeat):
             if args.baseline:
                 servers.root = Path(args.baseline).resolve()
+                serve_with(servers, "daphne", args.python)
                 say(f"baseline: {servers.root}")
                 base_rounds.append(await one_round(args, servers, index))
-                servers.root = ROOT
-                say(f"this tree: {ROOT}")
+            servers.root = ROOT
+            serve_with(servers, args.server, args.python)
+            servers.extra_env.update(env)
+            say(f"this tree: {ROOT}, {args.server} {' '.join(args.env)}")
             rounds.append(await one_round(args, servers, index))
+            for name in env:
+                servers.extra_env.pop(name)
     finally:
         servers.stop()
     n = args.streams
     load = open("/proc/loadavg").read().split()[:3]
     print(f"\n{n} streams, {args.hold_tokens} tokens 1 s apart, {args.repeat} fresh process(es), "
           f"{'tracing ' + str(args.trace) + ' frames' if args.trace else 'no tracing'}; load average {' '.join(load)}")
-    for name, group in (("baseline " + str(args.baseline), base_rounds), ("this tree", rounds)):
+    this = f"this tree ({args.server}{', ' + ' '.join(args.env) if args.env else ''})"
+    for name, group in (("baseline " + str(args.baseline) + " (daphne)", base_rounds), (this, rounds)):
         if not group:
             continue
         print(f"{name}:")
@@ -212,6 +249,11 @@ def parse_args(argv=None):
     parser.add_argument("--objects", action="store_true", help="count gc-tracked objects by type (no tracing)")
     parser.add_argument("--frames", type=int, default=8, help="frames printed per traceback")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--server", default="daphne", choices=SERVERS, help="the server for this tree's rounds")
+    parser.add_argument("--python", default=str(ROOT / ".venv-alt" / "bin" / "python"),
+                        help="the interpreter for --server other than daphne")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for this tree's rounds (repeatable)")
     return parser.parse_args(argv)
 
 

@@ -50,6 +50,16 @@ def rss_kb(pid):
         return int(f.read().split()[1]) * PAGE // 1024
 
 
+def tree_rss_kb(pid):
+    """Return the resident set size in KB of a process and its descendants (granian serves from a
+    worker process of its own)."""
+    total = rss_kb(pid)
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            total += sum(tree_rss_kb(int(child)) for child in f.read().split())
+    return total
+
+
 def system_busy():
     """Return (busy, total) CPU seconds of the whole machine."""
     with open("/proc/stat") as f:
@@ -71,6 +81,8 @@ class Servers:
         self.models = []
         # How daphne is started: chatsite's entry point (uvloop when installed); [DAPHNE] is plain asyncio.
         self.command = [PYTHON, "-m", "chatsite.serve"]
+        # Its arguments for a port (bench/memory.py --server: another server's command line).
+        self.arguments = lambda port: ["-b", "127.0.0.1", "-p", str(port), self.asgi]
         self.root = ROOT  # the checkout daphne runs (bench/memory.py --baseline: another one)
         self.extra_env = {}  # more variables for daphne (bench/memory.py: PYTHONTRACEMALLOC)
 
@@ -114,7 +126,7 @@ class Servers:
         for i in range(count):
             port = free_port()
             proc = subprocess.Popen(
-                [*self.command, "-b", "127.0.0.1", "-p", str(port), self.asgi],
+                [*self.command, *self.arguments(port)],
                 cwd=self.root, env=self.env(flush_ms), stdout=self.log(f"daphne-{i}"), stderr=subprocess.STDOUT,
             )
             self.daphnes.append((proc, port))

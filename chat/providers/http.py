@@ -10,6 +10,7 @@ import time
 import weakref
 
 import aiohttp
+import multidict
 import httpx
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
@@ -82,6 +83,26 @@ class Body(httpx.AsyncByteStream):
     async def aclose(self):
         """Release the connection: pooled if the body was read to its end, else closed at once."""
         await self.response.__aexit__(None, None, None)
+
+
+NO_HEADERS = multidict.CIMultiDictProxy(multidict.CIMultiDict())
+
+
+def forget_headers(response):
+    """Drop the headers a streaming reply keeps and never reads again: httpx's and aiohttp's copies of
+    the request's (with the API key) and of the response's. The relay reads only the body, and these
+    are kept for the whole stream: ~4 KB a stream with the mock's few headers, more with a real
+    upstream's rate-limit and cookie headers (bench/memory.py). Called once the answer's status is
+    known to be a success (httpx has taken the cookies and seen no redirect by then)."""
+    response.request.headers = httpx.Headers()
+    response.headers = httpx.Headers()
+    raw = getattr(response.extensions.get("body"), "response", None)  # aiohttp's ClientResponse under a Body
+    if isinstance(raw, aiohttp.ClientResponse):
+        info = raw._request_info
+        raw._request_info = aiohttp.RequestInfo(info.url, info.method, NO_HEADERS, info.real_url)
+        raw._headers, raw._raw_headers = NO_HEADERS, ()
+        for name in ("headers", "raw_headers", "request_info"):  # aiohttp's reify caches what was read
+            raw._cache.pop(name, None)
 
 
 def body(response):
@@ -220,6 +241,7 @@ async def post(call, url, payload, headers):
             if response.status_code < 400:
                 call.opened = True
                 call.forget_prompt()  # no retry now: the payload and the messages are not needed again
+                forget_headers(response)
                 payload = request = None
                 try:
                     yield response

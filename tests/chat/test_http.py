@@ -108,3 +108,30 @@ async def test_a_stream_in_flight_keeps_no_copy_of_its_prompt(mock):
     assert first and rest and call.finish_reason
     assert held == [], [str(s) for s in held]
     assert call.messages == [] and call.prompt_estimate() == prompt_estimate
+
+
+async def test_a_stream_in_flight_keeps_no_headers_and_its_connection_is_reused(mock):
+    """Once the answer is a success, httpx's request and response and aiohttp's response keep no
+    headers (the API key among them) for the length of the stream; the body still reads to its end,
+    and the connection goes back to the pool for the next request."""
+    import aiohttp
+
+    from chat.providers.http import body, post
+
+    provider = OpenAIProvider({"api": "openai", "base_url": mock.base_url + "/v1", "api_key": "sk-secret"})
+    try:
+        for attempt in range(2):
+            call = Call(model="mock/m+ttft=1+gap=5+tokens=3", messages=[{"role": "user", "content": "hi"}])
+            async with post(call, provider.url, provider.payload(call), provider.headers) as response:
+                chunks = body(response)
+                first = await anext(chunks)
+                raw = response.extensions["body"].response
+                assert isinstance(raw, aiohttp.ClientResponse)
+                assert list(response.headers.raw) == [] and list(response.request.headers.raw) == []
+                assert len(raw.headers) == 0 and raw.raw_headers == () and len(raw.request_info.headers) == 0
+                assert str(raw.request_info.url) == provider.url and raw.request_info.method == "POST"
+                rest = b"".join([chunk async for chunk in chunks])
+            assert b"data: [DONE]" in first + rest
+            assert upstream_sockets(int(mock.base_url.rsplit(":", 1)[1])) == {"ESTABLISHED": 1}  # pooled, reused
+    finally:
+        await close_client()

@@ -11,7 +11,8 @@ subclasses daphne's server, websocket factory and protocol (no change to the ins
   twisted's upgrade request stays reachable through the `HTTPChannel`, which registered itself as
   the TCP transport's producer (with its `Headers`, a list per header, and the request body
   buffer); after the upgrade that channel's pause and resume do nothing (it is "handling" the upgrade
-  request forever), so it is unregistered. Also autobahn's parsed request (`http_headers`, the raw
+  request forever), so it is unregistered, and the request and channel, which refer to each other,
+  are freed at once rather than left as cyclic garbage for a full collection. Also autobahn's parsed request (`http_headers`, the raw
   request and response, the request's URI, path, params) and daphne's `request` (its logs keep only
   the path) and `clean_headers` (the scope keeps its own reference).
 - autobahn copies its ~40 protocol options from the factory onto every protocol's `__dict__`
@@ -128,8 +129,10 @@ class WebSocketProtocol(DaphneWebSocketProtocol):
 
     def drop_handshake_state(self):
         transport = self.transport
-        if isinstance(getattr(transport, "producer", None), HTTPChannel):
+        channel = getattr(transport, "producer", None)
+        if isinstance(channel, HTTPChannel):
             transport.unregisterProducer()  # the upgrade's channel: a no-op producer holding the request
+            channel.requests.clear()  # the request and its channel refer to each other: free them now
         self.request = HandshakeRequest(self.request.path)
         self.__dict__.pop("clean_headers", None)
         for name in HANDSHAKE_ONLY:

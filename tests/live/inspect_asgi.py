@@ -11,16 +11,23 @@ COUNTED = ("daphne.http_protocol.WebRequest", "twisted.web.http.HTTPChannel", "t
            "asyncio.queues.Queue", "chatsite.lean_daphne.InputQueue")
 
 
+def kinds(objects):
+    return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
+
+
 def held():
-    """Objects of the COUNTED types, after a collection, and the state of each open websocket protocol."""
+    """Objects of the COUNTED types before a collection (held, or cyclic garbage not yet collected) and
+    after one, and the state of each open websocket protocol."""
     from autobahn.websocket.protocol import WebSocketProtocol
 
+    uncollected = kinds(gc.get_objects())
     gc.collect()
     objects = gc.get_objects()
-    names = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
+    names = kinds(objects)
     sockets = [o for o in objects if isinstance(o, WebSocketProtocol) and o.state == WebSocketProtocol.STATE_OPEN]
     return {
         "counts": {name: names.get(name, 0) for name in COUNTED},
+        "uncollected": {name: uncollected.get(name, 0) for name in COUNTED},
         "sockets": [
             {"attributes": sorted(vars(s)), "request": type(s.request).__name__, "path": s.request.path,
              "producer": type(getattr(s.transport, "producer", None)).__name__,

@@ -12,9 +12,10 @@ subclasses daphne's server, websocket factory and protocol (no change to the ins
   the TCP transport's producer (with its `Headers`, a list per header, and the request body
   buffer); after the upgrade that channel's pause and resume do nothing (it is "handling" the upgrade
   request forever), so it is unregistered, and the request and channel, which refer to each other,
-  are freed at once rather than left as cyclic garbage for a full collection. Also autobahn's parsed request (`http_headers`, the raw
-  request and response, the request's URI, path, params) and daphne's `request` (its logs keep only
-  the path) and `clean_headers` (the scope keeps its own reference).
+  are freed at once rather than left as cyclic garbage for a full collection. Also autobahn's
+  parsed request (`http_headers`, the raw request and response, the request's URI, path, params)
+  and daphne's `request` (its logs keep only the path) and `clean_headers` (the scope keeps its own
+  reference).
 - autobahn copies its ~40 protocol options from the factory onto every protocol's `__dict__`
   (~3 KB per socket) unless the protocol class has them: the factory makes a protocol class
   carrying the options it was given, as class attributes.

@@ -10,8 +10,8 @@ import time
 import weakref
 
 import aiohttp
-import multidict
 import httpx
+import multidict
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
@@ -91,7 +91,7 @@ NO_HEADERS = multidict.CIMultiDictProxy(multidict.CIMultiDict())
 def forget_headers(response):
     """Drop the headers a streaming reply keeps and never reads again: httpx's and aiohttp's copies of
     the request's (with the API key) and of the response's. The relay reads only the body, and these
-    are kept for the whole stream: ~4 KB a stream with the mock's few headers, more with a real
+    are kept for the whole stream: ~3.5 KB a stream with the mock's five headers, more with a real
     upstream's rate-limit and cookie headers (bench/memory.py). Called once the answer's status is
     known to be a success (httpx has taken the cookies and seen no redirect by then)."""
     response.request.headers = httpx.Headers()
@@ -241,9 +241,9 @@ async def post(call, url, payload, headers):
             if response.status_code < 400:
                 call.opened = True
                 call.forget_prompt()  # no retry now: the payload and the messages are not needed again
-                forget_headers(response)
                 payload = request = None
                 try:
+                    forget_headers(response)
                     yield response
                 finally:
                     await response.aclose()

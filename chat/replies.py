@@ -204,6 +204,25 @@ class Hub:
             hub.ready = loop.create_task(hub.open())
         return hub
 
+    async def close(self, patience=10.0):
+        """Stop listening and renewing, and forget this loop's hub.
+
+        The cancellation is repeated until the tasks end: one can be lost inside redis-py, when its
+        read timeout (an `asyncio.timeout`) fires in the same turn of the loop as the cancel; Python
+        3.11 then raises TimeoutError, which redis-py retries, and the receive goes on for ever.
+        """
+        if Hub._hubs.get(self.loop) is self:
+            del Hub._hubs[self.loop]
+        tasks = [task for task in (self.ready, self.task, self.renewer) if task is not None]
+        deadline = self.loop.time() + patience
+        while pending := [task for task in tasks if not task.done()]:
+            if self.loop.time() > deadline:
+                log.warning("reply hub: %d task(s) did not end when cancelled", len(pending))
+                return
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.2)
+
     async def open(self):
         self.channel = await self.layer.new_channel(CHANNEL_PREFIX)
         self.task = self.loop.create_task(self.listen())
@@ -271,6 +290,10 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - an outage must not end the hub
+                if asyncio.current_task().cancelling():
+                    # channels-redis can turn the cancellation into another error (its cleanup's
+                    # `del self.receive_buffer[channel]` raising KeyError): the hub is being closed.
+                    raise asyncio.CancelledError from exc
                 log.debug("reply hub: receive failed: %s", exc.__class__.__name__)
                 await asyncio.sleep(0.1)  # Redis is down or slow: try again soon, not in a tight loop
                 continue

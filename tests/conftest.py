@@ -62,12 +62,38 @@ def asession():
     return database_sync_to_async(new_session)
 
 
+@pytest.fixture
+async def close_reply_hub():
+    """After an async test, close the reply hub its loop started (chat/replies.py Hub.close), then cancel
+    what else is left on the loop until it ends. The loop's own close cancels each task once, and redis-py
+    8 can lose a cancellation in a blocking read (channels-redis's receive then goes on for ever), which
+    hung the run on Redis."""
+    yield
+    from chat.replies import Hub
+
+    loop = asyncio.get_running_loop()
+    hub = Hub._hubs.get(loop)
+    if hub is not None:
+        await hub.close()
+    for _ in range(50):
+        left = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task() and not task.done()]
+        if not left:
+            break
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=0.2)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     """Under mutmut (make mutate), run the database-free tests first: each mutant's run stops at its first failure.
 
     pytest-django has put the tests that use the database before the ones that flush it; a stable sort keeps that.
+    Every async test gets close_reply_hub.
     """
+    for item in items:
+        if asyncio.iscoroutinefunction(getattr(item, "obj", None)) and "close_reply_hub" not in item.fixturenames:
+            item.fixturenames.insert(0, "close_reply_hub")
     if os.environ.get("MUTANT_UNDER_TEST"):
         items.sort(key=uses_database)
 

@@ -118,3 +118,59 @@ async def test_the_hub_renews_the_groups_it_follows_while_no_message_arrives():
         await hub.ready
         for task in (hub.task, hub.renewer):
             task.cancel()
+
+
+class CancelTurnedToKeyError(InMemoryChannelLayer):
+    """A layer whose receive, when cancelled, raises KeyError instead, as channels-redis 4.3's cleanup can
+    (`del self.receive_buffer[channel]` for a channel already gone)."""
+
+    async def receive(self, channel):
+        try:
+            return await super().receive(channel)
+        except asyncio.CancelledError:
+            raise KeyError(channel) from None
+
+
+async def test_the_hub_ends_when_cancelled_even_if_the_layer_turns_the_cancellation_into_an_error():
+    # Otherwise the hub's retry loop swallows it, and a loop that cancels and awaits its tasks at close
+    # (asyncio.run, the test runner's loop) waits for the hub for ever.
+    loop = asyncio.get_running_loop()
+    hub = replies.Hub(loop, CancelTurnedToKeyError())
+    hub.ready = loop.create_task(hub.open())
+    await hub.ready
+    hub.renewer.cancel()
+    await asyncio.sleep(0.05)  # the hub is waiting in receive()
+    hub.task.cancel()
+    done, _ = await asyncio.wait({hub.task}, timeout=2)
+    assert hub.task in done and hub.task.cancelled()
+
+
+class CancelLostOnce(InMemoryChannelLayer):
+    """A layer whose receive loses the first cancellation and goes on receiving, as redis-py's retry does
+    when its read timeout fires in the same turn as the cancel."""
+
+    lost = 0
+
+    async def receive(self, channel):
+        while True:
+            try:
+                return await super().receive(channel)
+            except asyncio.CancelledError:
+                if self.lost:
+                    raise
+                self.lost += 1
+
+
+async def test_closing_the_hub_repeats_a_cancellation_the_layer_lost():
+    loop = asyncio.get_running_loop()
+    layer = CancelLostOnce()
+    hub = replies.Hub(loop, layer)
+    replies.Hub._hubs[loop] = hub
+    hub.ready = loop.create_task(hub.open())
+    await hub.ready
+    await asyncio.sleep(0.05)  # the hub is waiting in receive()
+    async with asyncio.timeout(5):
+        await hub.close()
+    assert layer.lost == 1
+    assert hub.task.cancelled() and hub.renewer.cancelled()
+    assert loop not in replies.Hub._hubs

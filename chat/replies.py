@@ -207,9 +207,11 @@ class Hub:
     async def close(self, patience=10.0):
         """Stop listening and renewing, and forget this loop's hub.
 
-        The cancellation is repeated until the tasks end: one can be lost inside redis-py, when its
-        read timeout (an `asyncio.timeout`) fires in the same turn of the loop as the cancel; Python
-        3.11 then raises TimeoutError, which redis-py retries, and the receive goes on for ever.
+        The cancellation is repeated until the tasks end: on Redis one can be lost. Seen in the test
+        suite: a cancelled receive still waiting inside redis-py's `call_with_retry` (redis 8.1) with
+        `cancelling()` at 1 to 3, so its read was retried instead of ending (the likely way: its read
+        timeout, an `asyncio.timeout`, firing in the same turn as the cancel, which Python 3.11 turns
+        into a TimeoutError that redis-py retries).
         """
         if Hub._hubs.get(self.loop) is self:
             del Hub._hubs[self.loop]
@@ -291,8 +293,8 @@ class Hub:
                 raise
             except Exception as exc:  # noqa: BLE001 - an outage must not end the hub
                 if asyncio.current_task().cancelling():
-                    # channels-redis can turn the cancellation into another error (its cleanup's
-                    # `del self.receive_buffer[channel]` raising KeyError): the hub is being closed.
+                    # The layer turned the cancellation into another error (its clean-up failing, a
+                    # retry timing out): the hub is being closed, not Redis failing.
                     raise asyncio.CancelledError from exc
                 log.debug("reply hub: receive failed: %s", exc.__class__.__name__)
                 await asyncio.sleep(0.1)  # Redis is down or slow: try again soon, not in a tight loop

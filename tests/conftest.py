@@ -65,9 +65,9 @@ def asession():
 @pytest.fixture
 async def close_reply_hub():
     """After an async test, close the reply hub its loop started (chat/replies.py Hub.close), then cancel
-    what else is left on the loop until it ends. The loop's own close cancels each task once, and redis-py
-    8 can lose a cancellation in a blocking read (channels-redis's receive then goes on for ever), which
-    hung the run on Redis."""
+    what else is left on the loop until it ends. The loop's own close cancels each task once, and on Redis
+    a cancelled channels-redis receive was seen still retrying inside redis-py (Hub.close), which hung the
+    run."""
     yield
     from chat.replies import Hub
 

@@ -121,8 +121,8 @@ async def test_the_hub_renews_the_groups_it_follows_while_no_message_arrives():
 
 
 class CancelTurnedToKeyError(InMemoryChannelLayer):
-    """A layer whose receive, when cancelled, raises KeyError instead, as channels-redis 4.3's cleanup can
-    (`del self.receive_buffer[channel]` for a channel already gone)."""
+    """A layer whose receive, when cancelled, raises another error instead (a clean-up that fails on the
+    way out: here a KeyError)."""
 
     async def receive(self, channel):
         try:

@@ -116,7 +116,15 @@ def _phases():
     turns.start, relay.Generation.run, relay.Generation._send_now = start, run, send_now
 
 
-PATCHES = {"httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
+def _buffered_writes():
+    """twisted's own buffered writes (each sent on the loop's next iteration), not chatsite.lean_daphne's
+    WriteThrough transports; takes effect because the application loads before daphne listens."""
+    from chatsite import lean_daphne
+
+    lean_daphne.WRITE_THROUGH = False
+
+
+PATCHES = {"httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "buffered_writes": _buffered_writes, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
 # Experiments for recommendations, applied in this process only (run.py --patch NAME); gc_log and loop_lag
 # only measure (bench/variants.py --measure-pauses).
 for _name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):

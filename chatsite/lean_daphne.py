@@ -19,6 +19,11 @@ subclasses daphne's server, websocket factory and protocol (no change to the ins
 - autobahn copies its ~40 protocol options from the factory onto every protocol's `__dict__`
   (~3 KB per socket) unless the protocol class has them: the factory makes a protocol class
   carrying the options it was given, as class attributes.
+- twisted's socket transports buffer every `write` and send it when the event loop next reports the
+  socket writable: each frame costs a loop iteration of latency (several ms on a busy loop) and two
+  `epoll_ctl` calls (the writer registered, then removed). The listening ports here make
+  `WriteThrough` transports: a write while nothing is buffered is sent at once, and only what the
+  kernel does not take is buffered, as before (docs/PERFORMANCE.md, "Writes sent at once").
 """
 
 import asyncio
@@ -163,8 +168,54 @@ class WebSocketFactory(DaphneWebSocketFactory):
         return factory
 
 
+class WriteThrough:
+    """A twisted socket transport that sends a write at once while nothing waits in its buffer.
+
+    twisted's `FileDescriptor.write` appends to the buffer and registers the socket for writability;
+    the data leaves on the loop's next iteration (`doWrite`). Here a write that finds the buffer
+    empty goes to `writeSomeData` (`socket.send`) directly; whatever the kernel does not take, and
+    every write while something is buffered, takes twisted's own path, so the order, the producer's
+    pause and the close after the buffer drains are twisted's. A send that finds the connection lost
+    leaves the data to that path too, whose `doWrite` reports the loss as it always did.
+    """
+
+    def write(self, data):
+        if (type(data) is bytes and data and self.connected and not self._writeDisconnected and not self.TLS
+                and not self._tempDataBuffer and self.offset == len(self.dataBuffer)):
+            sent = self.writeSomeData(data)
+            if type(sent) is int:  # else an exception: the connection is lost, doWrite will say so
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        super().write(data)
+
+
+_write_through_classes = {}
+
+
+def write_through(transport_class):
+    """Return `transport_class` with `WriteThrough`'s write (one class per transport class)."""
+    if issubclass(transport_class, WriteThrough):
+        return transport_class
+    cls = _write_through_classes.get(transport_class)
+    if cls is None:
+        cls = _write_through_classes[transport_class] = type(
+            f"WriteThrough{transport_class.__name__}", (WriteThrough, transport_class), {"__module__": __name__})
+    return cls
+
+
+# bench/variants.py's `buffered-writes` variant turns this off to measure what it changes.
+WRITE_THROUGH = True
+
+
 class Server(DaphneServer):
-    """daphne's server with `InputQueue` and this module's websocket factory."""
+    """daphne's server with `InputQueue`, this module's websocket factory and `WriteThrough` transports."""
+
+    def listen_success(self, port):
+        """Make the port's connections `WriteThrough` transports (a port listens before the loop runs)."""
+        if WRITE_THROUGH and isinstance(getattr(port, "transport", None), type):
+            port.transport = write_through(port.transport)
+        return super().listen_success(port)
 
     @property
     def ws_factory(self):

@@ -1,12 +1,16 @@
-"""chatsite.lean_daphne's pieces on their own: the application input queue and the factory's protocol
-class. The served process (daphne with them, the handshake's state dropped) is tested in
+"""chatsite.lean_daphne's pieces on their own: the application input queue, the factory's protocol
+class and the write-through transport. The served process (daphne with them, the handshake's state dropped) is tested in
 tests/live/test_lean_daphne.py."""
 
 import asyncio
+import socket
 
 import pytest
+from twisted.internet import main as twisted_main
+from twisted.internet import tcp
 
-from chatsite.lean_daphne import InputQueue, WebSocketFactory, WebSocketProtocol
+from chatsite import lean_daphne
+from chatsite.lean_daphne import InputQueue, WebSocketFactory, WebSocketProtocol, write_through
 
 
 async def test_it_gives_items_in_order_and_holds_no_deque_when_empty():
@@ -74,3 +78,97 @@ def test_the_factory_gives_its_protocols_the_options_as_class_attributes():
     # autobahn's default accepts no compression offer; a function option is not bound to the protocol
     assert protocol.perMessageCompressionAccept([]) is None
     assert set(WebSocketProtocol.CONFIG_ATTRS) <= set(vars(protocol_class))
+
+
+class Reactor:
+    """What a transport asks of its reactor: which descriptors want to be told they can read or write."""
+
+    def __init__(self):
+        self.readers, self.writers = set(), set()
+
+    def addReader(self, reader):
+        self.readers.add(reader)
+
+    def removeReader(self, reader):
+        self.readers.discard(reader)
+
+    def addWriter(self, writer):
+        self.writers.add(writer)
+
+    def removeWriter(self, writer):
+        self.writers.discard(writer)
+
+
+class Protocol:
+    def __init__(self):
+        self.lost = []
+
+    def connectionLost(self, reason):
+        self.lost.append(reason)
+
+
+@pytest.fixture
+def pair():
+    """A connected socket pair: a twisted server transport (write-through) on one end, a plain socket on the other."""
+    ours, theirs = socket.socketpair()
+    reactor = Reactor()
+    transport = write_through(tcp.Server)(ours, Protocol(), ("127.0.0.1", 1), None, 1, reactor)
+    theirs.setblocking(False)
+    yield transport, theirs, reactor
+    ours.close()
+    theirs.close()
+
+
+def read_all(sock):
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_a_write_with_nothing_buffered_is_sent_at_once(pair):
+    transport, theirs, reactor = pair
+    transport.write(b"first frame")
+    assert read_all(theirs) == b"first frame"  # on the wire, not waiting for the loop's next turn
+    assert transport not in reactor.writers and not transport._tempDataBuffer
+
+
+def test_what_the_kernel_does_not_take_is_buffered_and_sent_in_order(pair):
+    transport, theirs, reactor = pair
+    transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = bytes(range(256)) * 4096  # 1 MiB: more than the socket pair holds
+    transport.write(big)
+    assert transport in reactor.writers and transport._tempDataLen < len(big)
+    transport.write(b"after")  # something waits: this one is buffered behind it, not sent first
+    received = read_all(theirs)
+    while transport in reactor.writers:  # what the event loop does when the socket is writable again
+        assert transport.doWrite() is None
+        received += read_all(theirs)
+    assert received == big + b"after"
+    transport.write(b"again")  # the buffer drained: straight through once more
+    assert read_all(theirs) == b"again" and transport not in reactor.writers
+
+
+def test_a_write_to_a_lost_connection_is_left_to_twisted_to_report(pair):
+    transport, theirs, reactor = pair
+    theirs.close()
+    transport.write(b"x" * 100_000)  # EPIPE/ECONNRESET: the data is buffered, the writer registered
+    assert transport in reactor.writers
+    assert transport.doWrite() is twisted_main.CONNECTION_LOST  # the loop then closes it, as twisted always did
+
+
+def test_a_listening_port_makes_write_through_transports(monkeypatch):
+    class Port:
+        transport = tcp.Server
+
+    port = Port()
+    lean_daphne.Server.listen_success(lean_daphne.Server.__new__(lean_daphne.Server), port)
+    assert issubclass(port.transport, lean_daphne.WriteThrough) and issubclass(port.transport, tcp.Server)
+    assert write_through(port.transport) is port.transport and write_through(tcp.Server) is port.transport
+    monkeypatch.setattr(lean_daphne, "WRITE_THROUGH", False)  # bench/variants.py's buffered-writes
+    other = Port()
+    lean_daphne.Server.listen_success(lean_daphne.Server.__new__(lean_daphne.Server), other)
+    assert other.transport is tcp.Server

@@ -31,6 +31,7 @@ def held():
         "sockets": [
             {"attributes": sorted(vars(s)), "request": type(s.request).__name__, "path": s.request.path,
              "producer": type(getattr(s.transport, "producer", None)).__name__,
+             "transport": type(s.transport).__name__,
              "queue": type(s.application_queue).__name__}
             for s in sockets
         ],

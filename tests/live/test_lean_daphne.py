@@ -72,6 +72,7 @@ def test_an_open_websocket_keeps_no_handshake_state(inspected):
             assert "clean_headers" not in kept
             assert (socket["request"], socket["path"]) == ("HandshakeRequest", "/ws/chat/")
             assert socket["producer"] == "NoneType" and socket["queue"] == "InputQueue"
+            assert socket["transport"] == "WriteThroughServer"  # frames leave at once (test_lean_daphne.py)
         for chat in chats:  # the open sockets still carry a second reply
             chat.send(type="send", content="again", model=FAST)
             assert chat.until("done")[-1]["status"] == "completed"

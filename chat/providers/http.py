@@ -58,6 +58,22 @@ class Transport(AiohttpTransport):
 SENT = httpx.ByteStream(b"")
 
 
+async def release(response):
+    """Close a response (its connection pooled or closed) and break httpx's response-stream cycle.
+
+    httpx wraps the body in a `BoundAsyncStream` that refers back to the response (to time it): the
+    two, and everything they hold (the `Body`, aiohttp's response, reader and buffers, the request),
+    would outlive the reply as cyclic garbage, ~30 objects a reply left for the collector, whose
+    pauses stall every stream on the loop (docs/PERFORMANCE.md, "Pauses of the garbage collector").
+    Once the response is closed nothing reads its stream again, so it is replaced by an empty one and
+    the lot is freed at once.
+    """
+    try:
+        await response.aclose()
+    finally:
+        response.stream = SENT
+
+
 class Body(httpx.AsyncByteStream):
     """A response body: each read returns the bytes the socket has so far (no buffer to fill)."""
 
@@ -246,7 +262,7 @@ async def post(call, url, payload, headers):
                     forget_headers(response)
                     yield response
                 finally:
-                    await response.aclose()
+                    await release(response)
                 return
             body = await _read_error(response)
             detail = error_message(body, response.status_code)
@@ -276,4 +292,4 @@ async def _read_error(response):
     except httpx.HTTPError:
         return b""
     finally:
-        await response.aclose()
+        await release(response)

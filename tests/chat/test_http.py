@@ -135,3 +135,32 @@ async def test_a_stream_in_flight_keeps_no_headers_and_its_connection_is_reused(
             assert upstream_sockets(int(mock.base_url.rsplit(":", 1)[1])) == {"ESTABLISHED": 1}  # pooled, reused
     finally:
         await close_client()
+
+
+async def test_a_finished_response_is_freed_at_once_not_left_to_the_collector(mock):
+    """httpx's body wrapper refers back to its response: without the cycle broken on close, a reply's
+    response, body, aiohttp response and reader wait for the garbage collector (whose pauses stall the
+    whole loop). Read to its end, and closed early (a stop), both are freed by reference counting."""
+    import gc
+    import weakref
+
+    from chat.providers.http import body, post
+
+    provider = OpenAIProvider({"api": "openai", "base_url": mock.base_url + "/v1", "api_key": "k"})
+    gc.collect()
+    gc.disable()
+    try:
+        for read_to_end in (True, False):
+            call = Call(model="mock/m+ttft=1+gap=5+tokens=3", messages=[{"role": "user", "content": "hi"}])
+            async with post(call, provider.url, provider.payload(call), provider.headers) as response:
+                chunks = body(response)
+                first = await anext(chunks)
+                held = [weakref.ref(o) for o in (response, response.extensions["body"],
+                                                 response.extensions["body"].response)]
+                if read_to_end:
+                    assert b"data: [DONE]" in first + b"".join([chunk async for chunk in chunks])
+            del response, chunks
+            assert [ref() for ref in held] == [None, None, None], read_to_end
+    finally:
+        gc.enable()
+        await close_client()

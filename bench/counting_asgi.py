@@ -124,7 +124,18 @@ def _buffered_writes():
     lean_daphne.WRITE_THROUGH = False
 
 
-PATCHES = {"httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "buffered_writes": _buffered_writes, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
+def _response_cycle():
+    """Close upstream responses as before chat.providers.http.release broke httpx's response/stream
+    cycle: each reply's response, body and aiohttp objects left for the collector."""
+    from chat.providers import http
+
+    async def release(response):
+        await response.aclose()
+
+    http.release = release
+
+
+PATCHES = {"response_cycle": _response_cycle, "httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "buffered_writes": _buffered_writes, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
 # Experiments for recommendations, applied in this process only (run.py --patch NAME); gc_log and loop_lag
 # only measure (bench/variants.py --measure-pauses).
 for _name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):

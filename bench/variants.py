@@ -39,6 +39,8 @@ VARIANTS = {
     "switch-1ms": ([PYTHON, "-m", "chatsite.serve"], ["switch_1ms"]),
     # chatsite.serve with twisted's buffered transport writes instead of lean_daphne's WriteThrough
     "buffered-writes": ([PYTHON, "-m", "chatsite.serve"], ["buffered_writes"]),
+    # chatsite.serve with each reply's upstream response left as cyclic garbage, as before
+    "response-cycle": ([PYTHON, "-m", "chatsite.serve"], ["response_cycle"]),
     # chatsite.serve before the garbage collector's tuning (its uvloop, Python's collector defaults)
     "gc-default": ([PYTHON, "-c", "from chatsite.loop import install_loop_policy\ninstall_loop_policy()\n"
                     "from daphne.cli import CommandLineInterface\nCommandLineInterface.entrypoint()"], []),

@@ -33,6 +33,17 @@ async def _not_static(request):
     return None
 
 
+def forget(request, tasks):
+    """Once a request is answered and closed, break the cycles it sits in, so that its objects are
+    freed at once rather than left for the garbage collector, whose pauses stall every stream on the
+    event loop (docs/PERFORMANCE.md, "Pauses of the garbage collector"). Django's request is in several
+    (the lazy `request.user`'s closure, the messages storage, the sessions' and CSRF's attributes), and
+    the handler's frame in another (the cancelled listener's traceback holds it, and it holds the
+    tasks): ~100 objects a request, two requests a conversation (the page and the session POST)."""
+    tasks.clear()
+    request.__dict__.clear()
+
+
 class Handler(ASGIHandler):
     """Serve one HTTP request: a static file on the event loop, anything else in one worker-thread call."""
 
@@ -81,6 +92,14 @@ class Handler(ASGIHandler):
             asyncio.create_task(self.listen_for_disconnect(receive)),
             asyncio.create_task(process_request(request, send)),
         ]
+        try:
+            await self.finish_tasks(tasks)
+        finally:
+            body_file.close()
+            forget(request, tasks)
+
+    async def finish_tasks(self, tasks):
+        """Wait for the response (or the client's leaving), cancel the other task, close the response."""
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done():
@@ -88,9 +107,6 @@ class Handler(ASGIHandler):
                     task.result()
                 except RequestAborted:
                     pass  # the client left
-                except AssertionError:
-                    body_file.close()
-                    raise
             else:
                 task.cancel()
                 try:
@@ -104,7 +120,6 @@ class Handler(ASGIHandler):
         else:
             if not getattr(response, "closed_in_thread", False):
                 await self.close_in_thread(response)
-        body_file.close()
 
     async def serve(self, request):
         """Return the response: the static file if the path names one, else the Django chain's."""

@@ -99,3 +99,40 @@ async def test_it_runs_a_requests_signals_middleware_and_view_in_one_reused_work
     names = {request[0][1] for request in requests}
     assert all(name.startswith("http") for name in names), names
     assert len(names) <= settings.HTTP_THREADS
+
+
+async def test_a_served_request_is_freed_at_once_not_left_to_the_collector(monkeypatch):
+    """Once answered, a request's objects (its lazy user, messages, session store, the handler's
+    tasks) are freed by reference counting, not left as cyclic garbage for the collector, whose pauses
+    stall every stream on the event loop. (A page rendered from a template leaves Django's template
+    context, itself a cycle, holding the emptied request object: its graph is what is checked there.)"""
+    import gc
+    import weakref
+
+    from chat.session_store import SessionStore
+
+    requests, stores = [], []
+    create_request = Handler.create_request
+    store_init = SessionStore.__init__
+
+    def create_request_seen(self, scope, body_file):
+        request, error_response = create_request(self, scope, body_file)
+        requests.append(weakref.ref(request))
+        return request, error_response
+
+    def store_init_seen(self, *args, **kwargs):
+        stores.append(weakref.ref(self))
+        store_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Handler, "create_request", create_request_seen)
+    monkeypatch.setattr(SessionStore, "__init__", store_init_seen)
+    gc.collect()
+    gc.disable()
+    try:
+        for path, expected in (("/", 200), ("/no-such-page/", 404), ("/static/chat/chat.js", 200)):
+            status, _ = await get(path)
+            assert status == expected, path
+        assert len(stores) == 2 and [ref() for ref in stores] == [None, None]  # the page's and the 404's
+        assert requests[2]() is None  # the static file's request: no template, freed whole
+    finally:
+        gc.enable()

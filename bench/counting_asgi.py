@@ -124,6 +124,24 @@ def _buffered_writes():
     lean_daphne.WRITE_THROUGH = False
 
 
+SAVE_ALL = []  # [True] under the gc_save_all patch
+
+
+def _gc_save_all():
+    """Keep everything the collector finds unreachable, so that /__bench__/snapshot reports all the
+    cyclic garbage made since the previous snapshot, not only what no automatic collection took yet
+    (bench/garbage.py)."""
+    SAVE_ALL.append(True)
+    gc.set_debug(gc.DEBUG_SAVEALL)
+
+
+def _request_cycles():
+    """Answer HTTP requests as before chatsite.handler.forget: each request's objects left as cyclic garbage."""
+    from chatsite import handler
+
+    handler.forget = lambda request, tasks: None
+
+
 def _response_cycle():
     """Close upstream responses as before chat.providers.http.release broke httpx's response/stream
     cycle: each reply's response, body and aiohttp objects left for the collector."""
@@ -135,7 +153,7 @@ def _response_cycle():
     http.release = release
 
 
-PATCHES = {"response_cycle": _response_cycle, "httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "buffered_writes": _buffered_writes, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
+PATCHES = {"gc_save_all": _gc_save_all, "request_cycles": _request_cycles, "response_cycle": _response_cycle, "httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "buffered_writes": _buffered_writes, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
 # Experiments for recommendations, applied in this process only (run.py --patch NAME); gc_log and loop_lag
 # only measure (bench/variants.py --measure-pauses).
 for _name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):
@@ -157,6 +175,9 @@ def snapshot(name):
         gc.garbage.clear()
     finally:
         gc.set_debug(0)
+    gc.collect()  # what was saved is still unreachable, cycles and all: free it now, or the next snapshot counts it again
+    if SAVE_ALL:
+        gc.set_debug(gc.DEBUG_SAVEALL)
     traced = None
     if tracemalloc.is_tracing():  # after the collection: what is left is held
         path = os.path.join(os.environ["BENCH_DIR"], f"{name}.tracemalloc")

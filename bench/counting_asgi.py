@@ -142,6 +142,16 @@ def _request_cycles():
     handler.forget = lambda request, tasks: None
 
 
+def _socket_cycle():
+    """Close websockets as before chatsite.lean_daphne's connectionLost: autobahn's `is_closed` resolved
+    with the protocol, each closed socket's objects left as cyclic garbage."""
+    from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
+
+    from chatsite import lean_daphne
+
+    lean_daphne.WebSocketProtocol.connectionLost = DaphneWebSocketProtocol.connectionLost
+
+
 def _response_cycle():
     """Close upstream responses as before chat.providers.http.release broke httpx's response/stream
     cycle: each reply's response, body and aiohttp objects left for the collector."""
@@ -153,7 +163,7 @@ def _response_cycle():
     http.release = release
 
 
-PATCHES = {"gc_save_all": _gc_save_all, "request_cycles": _request_cycles, "response_cycle": _response_cycle, "httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "buffered_writes": _buffered_writes, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
+PATCHES = {"gc_save_all": _gc_save_all, "socket_cycle": _socket_cycle, "request_cycles": _request_cycles, "response_cycle": _response_cycle, "httpcore_transport": _httpcore_transport, "switch_1ms": _switch_1ms, "buffered_writes": _buffered_writes, "gc_log": _gc_log, "phases": _phases, "loop_lag": lambda: LOOP_LAG.append(True)}
 # Experiments for recommendations, applied in this process only (run.py --patch NAME); gc_log and loop_lag
 # only measure (bench/variants.py --measure-pauses).
 for _name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):

@@ -1,7 +1,7 @@
 """Cyclic garbage a served daphne leaves per reply and per conversation, by type: what its garbage
 collector has to find (and pause the event loop for) that reference counting did not free.
 
-    .venv/bin/python bench/garbage.py [--variants as-served,response-cycle,request-cycles] [--repeat 1]
+    .venv/bin/python bench/garbage.py [--variants as-served,response-cycle,request-cycles,socket-cycle] [--repeat 1]
 
 Each variant gets a fresh daphne (`python -m chatsite.serve`, SQLite) that keeps everything its
 collector finds unreachable (`gc.DEBUG_SAVEALL`, bench/counting_asgi.py's `gc_save_all`), so that a
@@ -14,7 +14,9 @@ before, including what automatic collections took meanwhile. After a warm-up, tw
 
 Variants: `as-served`; `response-cycle`, each reply's upstream response left in httpx's
 response/stream cycle (before `chat.providers.http.release`); `request-cycles`, each HTTP request's
-objects left in Django's cycles (before `chatsite.handler.forget`).
+objects left in Django's cycles (before `chatsite.handler.forget`); `socket-cycle`, each closed
+websocket's objects left in autobahn's `is_closed` cycle (before `chatsite.lean_daphne`'s
+`connectionLost`).
 """
 
 import argparse
@@ -30,7 +32,8 @@ from bench import client  # noqa: E402
 from bench.rounds import model_name  # noqa: E402
 from bench.servers import Servers, http  # noqa: E402
 
-VARIANTS = {"as-served": [], "response-cycle": ["response_cycle"], "request-cycles": ["request_cycles"]}
+VARIANTS = {"as-served": [], "response-cycle": ["response_cycle"], "request-cycles": ["request_cycles"],
+            "socket-cycle": ["socket_cycle"]}
 SOCKETS, REPLIES, CONVERSATIONS = 20, 5, 50
 MODEL = model_name(2, 20)
 

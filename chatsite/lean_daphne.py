@@ -19,6 +19,9 @@ subclasses daphne's server, websocket factory and protocol (no change to the ins
 - autobahn copies its ~40 protocol options from the factory onto every protocol's `__dict__`
   (~3 KB per socket) unless the protocol class has them: the factory makes a protocol class
   carrying the options it was given, as class attributes.
+- autobahn resolves a closed socket's `is_closed` with the protocol itself (a cycle that left the
+  protocol, its transport and per-connection objects for the garbage collector): daphne never reads
+  that result, so once the connection is lost it is None.
 - twisted's socket transports buffer every `write` and send it when the event loop next reports the
   socket writable: each frame costs a loop iteration of latency (several ms on a busy loop) and two
   `epoll_ctl` calls (the writer registered, then removed). The listening ports here make
@@ -132,6 +135,15 @@ class WebSocketProtocol(DaphneWebSocketProtocol):
     def onOpen(self):
         super().onOpen()
         self.drop_handshake_state()
+
+    def connectionLost(self, reason):
+        """autobahn resolves `is_closed` with the protocol itself, a cycle (protocol -> Deferred ->
+        protocol) that kept a closed socket's protocol, transport and per-connection objects for the
+        garbage collector; daphne never reads that result, so it becomes None (docs/PERFORMANCE.md,
+        "Cyclic garbage")."""
+        super().connectionLost(reason)
+        if getattr(self.is_closed, "result", None) is self:
+            self.is_closed.result = None
 
     def drop_handshake_state(self):
         transport = self.transport

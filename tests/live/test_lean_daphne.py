@@ -16,11 +16,24 @@ from tests.live.servers import Server, migrate, server_env
 SOCKETS = 6
 
 
+def inspected_server(upstream, tmp_path, **environ):
+    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", "", MODELS, upstream.base_url + "/v1", **SETTINGS)
+    env.update(environ)
+    migrate(env)
+    return Server(env, tmp_path / "daphne.log", application="tests.live.inspect_asgi:application").start()
+
+
 @pytest.fixture
 def inspected(upstream, tmp_path):
-    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", "", MODELS, upstream.base_url + "/v1", **SETTINGS)
-    migrate(env)
-    server = Server(env, tmp_path / "daphne.log", application="tests.live.inspect_asgi:application").start()
+    server = inspected_server(upstream, tmp_path)
+    yield server
+    server.terminate()
+
+
+@pytest.fixture
+def inspected_without_collector(upstream, tmp_path):
+    """The served process with its garbage collector off: what is not freed at once stays, and is counted."""
+    server = inspected_server(upstream, tmp_path, INSPECT_GC="off")
     yield server
     server.terminate()
 
@@ -97,3 +110,24 @@ def test_the_protocol_options_apply_a_message_over_the_size_limit_closes_the_soc
             chat.ws.recv(10)
     finally:
         chat.close()
+
+
+def test_a_closed_websocket_is_freed_at_once_not_left_to_the_collector(inspected_without_collector):
+    """autobahn resolves `is_closed` with the protocol itself; without that cycle broken, every closed
+    socket's protocol and transport (and what they hold) waited for a collection."""
+    server = inspected_without_collector
+    chats = [Chat(server, new_session(server)) for _ in range(SOCKETS)]
+    for chat in chats:
+        chat.send(type="send", content="held", model=FAST)
+    for chat in chats:
+        assert chat.until("done")[-1]["status"] == "completed"
+    assert inspect(server)["uncollected"]["chatsite.lean_daphne.WebSocketProtocol"] == SOCKETS
+    for chat in chats:
+        chat.close()
+    deadline = time.monotonic() + 10
+    while server.log().count('"WSDISCONNECT /ws/chat/"') < SOCKETS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.5)  # daphne forgets a closed socket's application once its task has ended (each second)
+    uncollected = inspect(server)["uncollected"]
+    assert uncollected["chatsite.lean_daphne.WebSocketProtocol"] == 0, uncollected
+    assert uncollected["chatsite.lean_daphne.WriteThroughServer"] <= 1, uncollected  # the inspecting request's

@@ -19,6 +19,7 @@ import tracemalloc
 from chatsite.asgi import application as chatsite_application  # noqa: F401 - sets up Django
 
 from bench.sql_counts import SqlCounts  # noqa: E402 - after Django is set up
+from chatsite.routing import returns_awaitable  # noqa: E402
 
 COUNTS = SqlCounts().install()
 
@@ -196,17 +197,25 @@ def snapshot(name):
     return {"objects": objects, "garbage": garbage, "traced": traced}
 
 
-async def application(scope, receive, send):
-    """Serve the SQL counts at /__bench__/stats; pass everything else to chatsite."""
+@returns_awaitable
+def application(scope, receive, send):
+    """Serve the SQL counts at /__bench__/stats; pass everything else to chatsite.
+
+    A plain callable returning chatsite's awaitable, so an open socket's task holds what it holds
+    when chatsite is served alone (an `async def` wrapper would keep a frame and the server's
+    scope for the socket's life: bench/memory.py would count them)."""
     if LOOP_LAG == [True]:  # the first request starts the monitor on the serving loop
         LOOP_LAG.append(asyncio.get_running_loop().create_task(_loop_lag_monitor()))
     if scope["type"] == "http" and scope["path"] in ("/__bench__/stats", "/__bench__/snapshot"):
-        if scope["path"] == "/__bench__/stats":
-            body = json.dumps(COUNTS.snapshot()).encode()
-        else:
-            body = json.dumps(snapshot(scope["query_string"].decode() or "snapshot")).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
-        return
-    await chatsite_application(scope, receive, send)
+        return _serve_bench(scope, send)
+    return chatsite_application(scope, receive, send)
+
+
+async def _serve_bench(scope, send):
+    if scope["path"] == "/__bench__/stats":
+        body = json.dumps(COUNTS.snapshot()).encode()
+    else:
+        body = json.dumps(snapshot(scope["query_string"].decode() or "snapshot")).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})

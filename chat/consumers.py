@@ -1,6 +1,7 @@
 """The chat websocket: frames in, one relayed generation at a time out, and the replies it resumed."""
 
 import asyncio
+import functools
 import json
 import logging
 
@@ -14,6 +15,7 @@ from chat import caps, follows, limits, markdown, protocol, replies, signouts, t
 from chat.addresses import client_address
 from chat.relay import Generation
 from chat.turns import Owner
+from chatsite.routing import returns_awaitable
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=NO_SESSION)
             return
         self.owner = Owner(user, session_key or "", client_address(self.scope))
+        # The request's headers (~20 tuples, ~1 KB) are read by nothing once the address is known:
+        # the socket's own scope drops them (its copy: the server's list is not touched).
+        self.scope["headers"] = ()
         if signed_in:
             signouts.register(user.pk, self)
         self.watched = {}  # message id -> the local Generation it watches, or None for one on another process
@@ -62,6 +67,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if self.owner.user_id:
             self.max_inflight = (await database_sync_to_async(limits.Allowance.of)(self.owner)).max_inflight
+
+    @classmethod
+    def as_asgi(cls, **initkwargs):
+        """Channels' `as_asgi`, as a plain callable returning the consumer's awaitable: no coroutine
+        frame of its own waits in the socket's task (chatsite/routing.py)."""
+
+        @returns_awaitable
+        def app(scope, receive, send):
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls
+        app.consumer_initkwargs = initkwargs
+        functools.update_wrapper(app, cls, updated=())
+        return app
 
     def scope_key(self, scope):
         return self.owner.key if scope == "person" else self.owner.address

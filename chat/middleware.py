@@ -9,6 +9,8 @@ from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 
+from chatsite.routing import returns_awaitable
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -30,16 +32,20 @@ class SameOriginMiddleware:
     As Django's CSRF check does for a POST: the Origin must match the socket's own scheme, host and
     port (https when SECURE_PROXY_SSL_HEADER says the proxy took TLS), or be one of
     CHAT_ALLOWED_ORIGINS. A refused socket is closed before it is accepted (HTTP 403).
+
+    A plain callable returning the inner application's awaitable (or the denier's): no coroutine
+    frame of its own waits in an open socket's task (chatsite/routing.py).
     """
 
     def __init__(self, inner):
         self.inner = inner
         self.allowed_origins = {origin_of(origin) for origin in settings.CHAT_ALLOWED_ORIGINS}
 
-    async def __call__(self, scope, receive, send):
+    @returns_awaitable
+    def __call__(self, scope, receive, send):
         if scope["type"] == "websocket" and not self.allowed(scope):
-            return await WebsocketDenier()(scope, receive, send)
-        return await self.inner(scope, receive, send)
+            return WebsocketDenier()(scope, receive, send)
+        return self.inner(scope, receive, send)
 
     def allowed(self, scope):
         headers = {}
@@ -74,6 +80,10 @@ class SessionAuthMiddleware:
     Channels' AuthMiddlewareStack does the same but wraps `send` to save sessions on HTTP
     responses: a cost on every frame a websocket sends, for a session a socket never saves.
     Loading the user loads the session; a cookie naming no session leaves `session_key` None.
+
+    Its coroutine waits in an open socket's task for the socket's life, so it keeps no local there:
+    the scope it was given (the server's) and the one it made (the inner application makes its own
+    copy or keeps this one) are dropped before it awaits the inner application.
     """
 
     def __init__(self, inner):
@@ -81,8 +91,14 @@ class SessionAuthMiddleware:
         self.store = import_module(settings.SESSION_ENGINE).SessionStore
 
     async def __call__(self, scope, receive, send):
+        inner = self.inner(await self.authenticated(scope), receive, send)
+        del scope, receive, send
+        return await inner
+
+    async def authenticated(self, scope):
+        """Return a copy of `scope` with the request's cookies, its session and its user."""
         cookie = b";".join(value for name, value in scope.get("headers", ()) if name == b"cookie")
         cookies = parse_cookie(cookie.decode("latin-1"))
         scope = dict(scope, cookies=cookies, session=self.store(cookies.get(settings.SESSION_COOKIE_NAME)))
         scope["user"] = await get_user(scope)
-        return await self.inner(scope, receive, send)
+        return scope

@@ -21,12 +21,13 @@ autobahn_log.install()  # no pretty-printing per websocket handshake for a debug
 
 django_asgi_app = Handler()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-
 from chat.middleware import SameOriginMiddleware, SessionAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chatsite.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from gateway.endpoint import mount  # noqa: E402
 
+# Channels' routers and the middlewares as plain callables where they can be (chatsite/routing.py):
+# an open socket's task waits in SessionAuthMiddleware's coroutine, the consumer's and its receive.
 application = ProtocolTypeRouter(
     {
         # Static files are served by ServeStatic in chatsite.handler, so plain daphne needs no front server.

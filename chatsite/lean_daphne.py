@@ -16,6 +16,7 @@ subclasses daphne's server, websocket factory and protocol (no change to the ins
   parsed request (`http_headers`, the raw request and response, the request's URI, path, params)
   and daphne's `request` (its logs keep only the path) and `clean_headers` (the scope keeps its own
   reference).
+- autobahn's per-socket send queue (a deque) is made only when a write has to be queued.
 - autobahn copies its ~40 protocol options from the factory onto every protocol's `__dict__`
   (~3 KB per socket) unless the protocol class has them: the factory makes a protocol class
   carrying the options it was given, as class attributes.
@@ -130,7 +131,24 @@ class HandshakeRequest:
 
 
 class WebSocketProtocol(DaphneWebSocketProtocol):
-    """daphne's websocket protocol, dropping the handshake's state once the socket is open."""
+    """daphne's websocket protocol, dropping the handshake's state once the socket is open, and
+    making autobahn's send queue only for a socket that needs one."""
+
+    # autobahn queues a write only when asked to send it "synced" or in chops (neither daphne nor
+    # autobahn's own frames do) or behind such a write; every other write goes to the transport.
+    # Its `_connectionMade` gives each socket an empty deque (~760 B) all the same: here the class's
+    # empty tuple stands in for it until `sendData` must queue.
+    send_queue = ()
+
+    def _connectionMade(self):
+        super()._connectionMade()
+        if not self.__dict__.get("send_queue", True):  # the empty deque just made
+            del self.send_queue
+
+    def sendData(self, data, sync=False, chopsize=None):
+        if (sync or (chopsize and chopsize > 0)) and "send_queue" not in self.__dict__:
+            self.send_queue = collections.deque()
+        super().sendData(data, sync, chopsize)
 
     def onOpen(self):
         super().onOpen()

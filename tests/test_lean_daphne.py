@@ -80,6 +80,36 @@ def test_the_factory_gives_its_protocols_the_options_as_class_attributes():
     assert set(WebSocketProtocol.CONFIG_ATTRS) <= set(vars(protocol_class))
 
 
+class Written:
+    def __init__(self):
+        self.out = []
+
+    def write(self, data):
+        self.out.append(data)
+
+
+def test_a_socket_has_a_send_queue_only_once_a_write_must_queue(monkeypatch):
+    import txaio
+
+    factory = WebSocketFactory(server_class=None, server="daphne")
+    factory.setProtocolOptions()
+    protocol = factory.buildProtocol(None)
+    protocol.transport = Written()
+    protocol._connectionMade()
+    assert "send_queue" not in vars(protocol) and len(protocol.send_queue) == 0  # no deque per socket
+    protocol.sendData(b"frame")
+    assert protocol.transport.out == [b"frame"] and "send_queue" not in vars(protocol)
+    later = []
+    monkeypatch.setattr(txaio, "call_later", lambda delay, fn, *args: later.append(fn))
+    protocol.sendData(b"abcd", chopsize=2)  # autobahn's queued path: a chop written, the reactor re-entered
+    assert protocol.transport.out == [b"frame", b"ab"] and later == [protocol._send]
+    protocol.sendData(b"behind")  # queued behind the rest, in order
+    assert list(protocol.send_queue) == [(b"cd", True), (b"behind", False)]
+    while later:
+        later.pop()()
+    assert protocol.transport.out == [b"frame", b"ab", b"cd", b"behind"] and not protocol.triggered
+
+
 class Reactor:
     """What a transport asks of its reactor: which descriptors want to be told they can read or write."""
 

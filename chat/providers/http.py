@@ -131,8 +131,12 @@ def client():
     loop = asyncio.get_running_loop()
     shared = _clients.get(loop)
     if shared is None or shared.is_closed:
-        # Timeouts: the relay's watchdog enforces first-token and stall limits; the read timeout is
-        # only a backstop for a socket that never answers at all.
+        # Timeouts: connecting is bounded here (CHAT_CONNECT_TIMEOUT; `pool` bounds the whole
+        # connect, DNS included). Reads are not: every caller of a provider's stream (the relay's
+        # Ticker, the API's Exchange) enforces the first-token and stall limits itself, including
+        # while the answer's headers are awaited, so an upstream that stalls still ends the reply.
+        # A read timeout here was a second clock aiohttp re-armed on every read (a TimerHandle made
+        # and one cancelled per token: memory held per stream, CPU per token; docs/PERFORMANCE.md).
         backstop = max(settings.CHAT_FIRST_TOKEN_TIMEOUT, settings.CHAT_STALL_TIMEOUT) + 5
         # limit=0: as many connections as streams (CHAT_MAX_CONCURRENT caps those); idle ones are kept 30 s.
         transport = Transport()
@@ -140,7 +144,7 @@ def client():
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=transport.ssl_context)
         )
         shared = httpx.AsyncClient(
-            timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT), transport=transport
+            timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT, read=None), transport=transport
         )
         _clients[loop] = shared
         _close_with_loop(loop, shared)

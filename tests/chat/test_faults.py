@@ -1,6 +1,7 @@
 """Every way an upstream fails, in both wire protocols: the person is told, the socket stays usable,
 and the one usage record has the right status, retries, usage and cost."""
 
+import asyncio
 import socket
 from dataclasses import dataclass
 from decimal import Decimal
@@ -10,6 +11,7 @@ from asgiref.sync import sync_to_async
 
 from billing.models import ModelPrice, UsageRecord
 from chat.models import Message
+from chat.providers.http import close_client
 from tests.conftest import connect, receive_until_done
 from tests.mock_fixtures import allow
 
@@ -135,6 +137,39 @@ async def test_it_retries_then_fails_when_the_upstream_refuses_connections(alice
     record = await UsageRecord.objects.aget()
     assert (record.status, record.retries, record.prompt_tokens, record.estimated) == ("failed", 2, 0, False)
     await ws.disconnect()
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_an_upstream_that_never_answers_ends_at_the_first_token_timeout(alice_session, settings, api):
+    """It takes the request and sends nothing, not even a status line. No read timeout is set on the
+    upstream's socket (chat/providers/http.py): the relay's own first-token limit ends the reply."""
+    taken = []
+
+    async def silent(reader, writer):
+        taken.append(await reader.read(65536))
+        await reader.read()  # until the client hangs up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings.CHAT_FIRST_TOKEN_TIMEOUT = 1.5
+    settings.CHAT_PROVIDERS = {
+        **settings.CHAT_PROVIDERS, "silent": {"api": api, "base_url": f"http://127.0.0.1:{port}/v1", "api_key": "k"}
+    }
+    allow(settings, "silent/model")
+    try:
+        ws = await connect(alice_session)
+        await ws.send_json_to({"type": "send", "content": "anyone?", "model": "silent/model"})
+        frames = await receive_until_done(ws, timeout=10)
+        assert frames[-2]["type"] == "error" and "no reply within" in frames[-2]["message"].lower()
+        assert frames[-1]["status"] == "failed"
+        assert taken and taken[0].startswith(b"POST ")
+        record = await UsageRecord.objects.aget()
+        assert (record.status, record.retries) == ("failed", 0)
+        await ws.disconnect()
+    finally:
+        server.close()
+        await close_client()
 
 
 async def test_it_drops_the_oldest_turns_that_do_not_fit(alice_session, settings, use_mock):

@@ -116,7 +116,9 @@ async def test_a_stream_in_flight_keeps_no_headers_and_its_connection_is_reused(
     and the connection goes back to the pool for the next request."""
     import aiohttp
 
-    from chat.providers.http import body, post
+    from django.conf import settings
+
+    from chat.providers.http import body, client, post
 
     provider = OpenAIProvider({"api": "openai", "base_url": mock.base_url + "/v1", "api_key": "sk-secret"})
     try:
@@ -130,6 +132,11 @@ async def test_a_stream_in_flight_keeps_no_headers_and_its_connection_is_reused(
                 assert list(response.headers.raw) == [] and list(response.request.headers.raw) == []
                 assert len(raw.headers) == 0 and raw.raw_headers == () and len(raw.request_info.headers) == 0
                 assert str(raw.request_info.url) == provider.url and raw.request_info.method == "POST"
+                # No read timer re-armed on every read (the relay's Ticker enforces stalls); the
+                # connect timeout stays.
+                protocol = raw.connection.protocol
+                assert protocol.read_timeout is None and protocol._read_timeout_handle is None
+                assert client().timeout.connect == settings.CHAT_CONNECT_TIMEOUT and client().timeout.read is None
                 rest = b"".join([chunk async for chunk in chunks])
             assert b"data: [DONE]" in first + rest
             assert upstream_sockets(int(mock.base_url.rsplit(":", 1)[1])) == {"ESTABLISHED": 1}  # pooled, reused

@@ -7,6 +7,7 @@ import json
 import os
 
 from chatsite.asgi import application as chatsite_application
+from chatsite.routing import returns_awaitable
 
 if os.environ.get("INSPECT_GC") == "off":  # no automatic collection: "uncollected" is then all that was not freed at once
     gc.disable()
@@ -18,6 +19,23 @@ COUNTED = ("chatsite.lean_daphne.WebSocketProtocol", "chatsite.lean_daphne.Write
 
 def kinds(objects):
     return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
+
+
+def awaiting(task):
+    """The coroutines an application's task waits in (outermost first), the websocket scopes their
+    frames hold, and how many headers the consumer's scope still has."""
+    names, scopes, consumer = [], {}, None
+    awaited = task.get_coro() if task is not None else None
+    while hasattr(awaited, "cr_frame"):
+        names.append(awaited.cr_code.co_qualname)
+        for value in awaited.cr_frame.f_locals.values():
+            if isinstance(value, dict) and value.get("type") == "websocket":
+                scopes[id(value)] = value
+            elif type(value).__name__ == "ChatConsumer":
+                consumer = value
+        awaited = awaited.cr_await
+    return {"awaiting": names, "scopes": len(scopes),
+            "scope_headers": len(consumer.scope["headers"]) if consumer is not None else None}
 
 
 def held():
@@ -37,17 +55,24 @@ def held():
             {"attributes": sorted(vars(s)), "request": type(s.request).__name__, "path": s.request.path,
              "producer": type(getattr(s.transport, "producer", None)).__name__,
              "transport": type(s.transport).__name__,
-             "queue": type(s.application_queue).__name__}
+             "queue": type(s.application_queue).__name__,
+             **awaiting(s.server.connections.get(s, {}).get("application_instance"))}
             for s in sockets
         ],
     }
 
 
-async def application(scope, receive, send):
+@returns_awaitable
+def application(scope, receive, send):
+    """chatsite's application as it is served (this wrapper keeps no frame in a socket's task), and
+    `/__inspect__`."""
     if scope["type"] == "http" and scope["path"] == "/__inspect__":
-        body = json.dumps(held()).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
-        return
-    await chatsite_application(scope, receive, send)
+        return serve_inspect(send)
+    return chatsite_application(scope, receive, send)
+
+
+async def serve_inspect(send):
+    body = json.dumps(held()).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})

@@ -86,6 +86,13 @@ def test_an_open_websocket_keeps_no_handshake_state(inspected):
             assert (socket["request"], socket["path"]) == ("HandshakeRequest", "/ws/chat/")
             assert socket["producer"] == "NoneType" and socket["queue"] == "InputQueue"
             assert socket["transport"] == "WriteThroughServer"  # frames leave at once (test_lean_daphne.py)
+            assert "send_queue" not in kept  # autobahn's deque, made only when a write must queue
+            # The routers returned their inner application's awaitable (chatsite/routing.py): the task
+            # waits in the session middleware, the consumer and its receive, and holds one scope, the
+            # consumer's, without the request's headers.
+            assert socket["awaiting"] == ["SessionAuthMiddleware.__call__", "ChatConsumer.__call__",
+                                          "InputQueue.get"], socket["awaiting"]
+            assert (socket["scopes"], socket["scope_headers"]) == (1, 0)
         for chat in chats:  # the open sockets still carry a second reply
             chat.send(type="send", content="again", model=FAST)
             assert chat.until("done")[-1]["status"] == "completed"

@@ -150,6 +150,9 @@ async def texts(chunks, read):
 
     `read` may return END to finish the stream, or raise; the text read before the event that
     raised is yielded first, so nothing that arrived is lost.
+
+    A stream spends nearly all its life waiting for its next chunk: nothing of the last one (its
+    bytes, its event and the event's data, ~0.7 KB with OpenAI's chunks) is kept over that wait.
     """
     decoder = SSEDecoder(settings.CHAT_MAX_EVENT_BYTES)
     async for chunk in chunks:
@@ -164,8 +167,11 @@ async def texts(chunks, read):
                     parts.append(text)
         except Exception as exc:  # re-raised below, once the text before it is out
             failure = exc
+        chunk = event = text = None
         if parts:
-            yield parts[0] if len(parts) == 1 else "".join(parts)
+            text, parts = parts[0] if len(parts) == 1 else "".join(parts), None
+            yield text
+            text = None
         if failure is not None:
             raise failure
         if ended:

@@ -14,8 +14,8 @@ subclasses daphne's server, websocket factory and protocol (no change to the ins
   request forever), so it is unregistered, and the request and channel, which refer to each other,
   are freed at once rather than left as cyclic garbage for a full collection. Also autobahn's
   parsed request (`http_headers`, the raw request and response, the request's URI, path, params)
-  and daphne's `request` (its logs keep only the path) and `clean_headers` (the scope keeps its own
-  reference).
+  and daphne's `request` (its logs keep only the path), `clean_headers` (the scope keeps its own
+  reference) and `application_deferred` (a fired Deferred, read only before the accept).
 - autobahn's per-socket send queue (a deque) is made only when a write has to be queued.
 - autobahn copies its ~40 protocol options from the factory onto every protocol's `__dict__`
   (~3 KB per socket) unless the protocol class has them: the factory makes a protocol class
@@ -171,6 +171,7 @@ class WebSocketProtocol(DaphneWebSocketProtocol):
             channel.requests.clear()  # the request and its channel refer to each other: free them now
         self.request = HandshakeRequest(self.request.path)
         self.__dict__.pop("clean_headers", None)
+        self.__dict__.pop("application_deferred", None)  # fired: the application was made before the accept
         for name in HANDSHAKE_ONLY:
             self.__dict__.pop(name, None)
 

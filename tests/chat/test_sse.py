@@ -317,3 +317,25 @@ async def test_it_yields_nothing_for_an_unterminated_last_event_read_as_the_end_
 
     assert [t async for t in texts(chunks_of(b"data: a\n\ndata: [DONE]"), read)] == ["a"]
     assert [t async for t in texts(chunks_of(b"data: a\n\ndata: ping"), read)] == ["a"]
+
+
+async def test_waiting_for_the_next_chunk_it_keeps_nothing_of_the_last():
+    """A stream waits for its next chunk most of its life: the last chunk's bytes, event and text are
+    not held by the generator meanwhile (bench/memory.py counts what a stream holds)."""
+    more = asyncio.Event()
+
+    async def chunks():
+        yield b'data: {"text": "' + b"x" * 300 + b'"}\n\ndata: second\n\n'
+        await more.wait()
+        yield b"data: third\n\n"
+
+    stream = texts(chunks(), lambda event: "x" if event.data.startswith("{") else event.data)
+    assert await anext(stream) == "xsecond"
+    waiting = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)  # the generator is now awaiting the next chunk
+    held = stream.ag_frame.f_locals
+    assert held["chunk"] is held["event"] is held["text"] is held["parts"] is None
+    more.set()
+    assert await waiting == "third"
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)

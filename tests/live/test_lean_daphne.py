@@ -82,7 +82,7 @@ def test_an_open_websocket_keeps_no_handshake_state(inspected):
             kept = set(socket["attributes"])
             assert not kept & set(HANDSHAKE_ONLY), kept & set(HANDSHAKE_ONLY)
             assert not kept & set(WebSocketServerProtocol.CONFIG_ATTRS)  # on the class, not copied per socket
-            assert "clean_headers" not in kept
+            assert "clean_headers" not in kept and "application_deferred" not in kept
             assert (socket["request"], socket["path"]) == ("HandshakeRequest", "/ws/chat/")
             assert socket["producer"] == "NoneType" and socket["queue"] == "InputQueue"
             assert socket["transport"] == "WriteThroughServer"  # frames leave at once (test_lean_daphne.py)

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from chat import caps, follows, limits, markdown, protocol, replies, signouts, turns
 from chat.addresses import client_address
+from chat.middleware import in_own_context
 from chat.relay import Generation
 from chat.turns import Owner
 from chatsite.routing import returns_awaitable
@@ -66,7 +67,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=TOO_MANY_SOCKETS)
             return
         if self.owner.user_id:
-            self.max_inflight = (await database_sync_to_async(limits.Allowance.of)(self.owner)).max_inflight
+            allowance = await in_own_context(database_sync_to_async(limits.Allowance.of)(self.owner))
+            self.max_inflight = allowance.max_inflight
 
     @classmethod
     def as_asgi(cls, **initkwargs):

@@ -1,5 +1,6 @@
 """The websocket's gatekeepers: its Host and Origin, then its session and user, read once when it opens."""
 
+import asyncio
 from importlib import import_module
 from urllib.parse import urlsplit
 
@@ -83,7 +84,9 @@ class SessionAuthMiddleware:
 
     Its coroutine waits in an open socket's task for the socket's life, so it keeps no local there:
     the scope it was given (the server's) and the one it made (the inner application makes its own
-    copy or keeps this one) are dropped before it awaits the inner application.
+    copy or keeps this one) are dropped before it awaits the inner application. The session and
+    user are loaded in a task of their own (`in_own_context`), so the socket's task keeps none of
+    the context variables that loading sets.
     """
 
     def __init__(self, inner):
@@ -91,7 +94,7 @@ class SessionAuthMiddleware:
         self.store = import_module(settings.SESSION_ENGINE).SessionStore
 
     async def __call__(self, scope, receive, send):
-        inner = self.inner(await self.authenticated(scope), receive, send)
+        inner = self.inner(await in_own_context(self.authenticated(scope)), receive, send)
         del scope, receive, send
         return await inner
 
@@ -102,3 +105,13 @@ class SessionAuthMiddleware:
         scope = dict(scope, cookies=cookies, session=self.store(cookies.get(settings.SESSION_COOKIE_NAME)))
         scope["user"] = await get_user(scope)
         return scope
+
+
+async def in_own_context(awaitable):
+    """Await `awaitable` (database or cache work) in a task of its own, so the context variables it
+    sets stay in that task's context and go with it: Django's cache objects live in an asgiref
+    Local (a context variable), and asgiref's `sync_to_async` copies back into its caller's context
+    its thread-executor flag and the Locals the call filled. A socket's task lives as long as the
+    socket, and would keep them all that time (a cache object and its context entries, ~0.7 KB;
+    more with Redis's cache client). Cancelling the caller cancels the task."""
+    return await asyncio.get_running_loop().create_task(awaitable)

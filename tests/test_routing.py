@@ -3,6 +3,7 @@
 socket is open; and the chain's failures still surface in the application's task."""
 
 import asyncio
+import contextvars
 
 import pytest
 from asgiref.compatibility import is_double_callable
@@ -51,11 +52,58 @@ async def test_an_open_socket_waits_in_three_coroutines_holding_one_scope_withou
         # The middleware keeps neither the server's scope nor its own copy; the consumer has the router's.
         assert list(scopes_in(frames).values()) == [consumer.scope]
         assert consumer.scope["session"].session_key == alice_session
+        assert "_cache" not in vars(consumer.scope["session"])  # looked up when used (chat/session_store.py)
         assert consumer.scope["url_route"] == {"args": (), "kwargs": {}}
         assert consumer.scope["headers"] == ()  # dropped once connected
         assert len(ws.scope["headers"]) == len(headers)  # from the socket's own copy, not the server's list
         await ws.send_to(text_data="not json")  # it still answers
         assert (await ws.receive_json_from(5))["type"] == "error"
+    finally:
+        await ws.disconnect()
+
+
+def context_vars():
+    return dict(contextvars.copy_context())
+
+
+@pytest.mark.parametrize("signed_in", [False, True])
+async def test_an_open_sockets_context_keeps_nothing_its_database_calls_set(alice_session, signed_in, monkeypatch):
+    """Loading the session and user (and a signed-in person's limits) runs in tasks of their own: the
+    socket's task, which lives as long as the socket, keeps no asgiref Local (Django's cache object)
+    nor asgiref's executor flag."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    cookie = f"sessionid={alice_session}"
+    if signed_in:
+        from asgiref.sync import sync_to_async
+
+        def sign_in():
+            client = Client()
+            client.force_login(get_user_model().objects.create_user("carol", password="x" * 12))
+            return f"sessionid={client.cookies['sessionid'].value}"
+
+        cookie = await asyncio.create_task(sync_to_async(sign_in)())  # leaves this test's context as it was
+    seen = []
+    connect = ChatConsumer.connect
+
+    async def watched(self):
+        await connect(self)
+        seen.append((context_vars(), self.scope["user"].is_authenticated))
+
+    monkeypatch.setattr(ChatConsumer, "connect", watched)
+    before = context_vars()
+    ws = WebsocketCommunicator(application, "/ws/chat/", headers=[*PAGE, (b"cookie", cookie.encode())])
+    connected, _ = await ws.connect()
+    assert connected
+    try:
+        async with asyncio.timeout(5):
+            while not seen:  # connect goes on after the accept (a signed-in person's limits)
+                await asyncio.sleep(0.01)
+        [(names, authenticated)] = seen
+        assert authenticated is signed_in
+        changed = {var.name for var, value in names.items() if var not in before or before[var] is not value}
+        assert changed == set(), [(var.name, getattr(value, "data", value)) for var, value in names.items() if var not in before or before[var] is not value]
     finally:
         await ws.disconnect()
 

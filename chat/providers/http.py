@@ -1,8 +1,10 @@
 """The one seam to the network: a shared httpx client per event loop, and requests with retries."""
 
 import asyncio
+import collections
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -12,6 +14,7 @@ import weakref
 import aiohttp
 import httpx
 import multidict
+from aiohttp import client_proto
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
@@ -72,6 +75,32 @@ async def release(response):
         await response.aclose()
     finally:
         response.stream = SENT
+
+
+class ResponseHandler(client_proto.ResponseHandler):
+    """aiohttp's protocol for an upstream connection, holding a deque for the responses it has parsed
+    only while it holds one.
+
+    aiohttp hands each response's head from the parser to the request through this queue (one item,
+    taken at once), and gives every connection an empty deque (~735 B) for it the rest of the time:
+    for the whole of a stream, and while the connection waits in the pool.
+    """
+
+    def __init__(self, loop):
+        super().__init__(loop)
+        self._buffer = ()
+
+    def feed_data(self, data, size=0):
+        if type(self._buffer) is tuple:
+            self._buffer = collections.deque()
+        super().feed_data(data, size)
+
+    async def read(self):
+        try:
+            return await super().read()
+        finally:
+            if not self._buffer:
+                self._buffer = ()
 
 
 class Body(httpx.AsyncByteStream):
@@ -140,9 +169,9 @@ def client():
         backstop = max(settings.CHAT_FIRST_TOKEN_TIMEOUT, settings.CHAT_STALL_TIMEOUT) + 5
         # limit=0: as many connections as streams (CHAT_MAX_CONCURRENT caps those); idle ones are kept 30 s.
         transport = Transport()
-        transport.client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=transport.ssl_context)
-        )
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=transport.ssl_context)
+        connector._factory = functools.partial(ResponseHandler, loop=loop)  # aiohttp's, a lazy deque
+        transport.client = aiohttp.ClientSession(connector=connector)
         shared = httpx.AsyncClient(
             timeout=httpx.Timeout(backstop, connect=settings.CHAT_CONNECT_TIMEOUT, read=None), transport=transport
         )

@@ -118,7 +118,7 @@ async def test_a_stream_in_flight_keeps_no_headers_and_its_connection_is_reused(
 
     from django.conf import settings
 
-    from chat.providers.http import body, client, post
+    from chat.providers.http import ResponseHandler, body, client, post
 
     provider = OpenAIProvider({"api": "openai", "base_url": mock.base_url + "/v1", "api_key": "sk-secret"})
     try:
@@ -136,6 +136,8 @@ async def test_a_stream_in_flight_keeps_no_headers_and_its_connection_is_reused(
                 # connect timeout stays.
                 protocol = raw.connection.protocol
                 assert protocol.read_timeout is None and protocol._read_timeout_handle is None
+                # its queue of parsed response heads holds no deque between responses
+                assert type(protocol) is ResponseHandler and protocol._buffer == () and len(protocol) == 0
                 assert client().timeout.connect == settings.CHAT_CONNECT_TIMEOUT and client().timeout.read is None
                 rest = b"".join([chunk async for chunk in chunks])
             assert b"data: [DONE]" in first + rest

@@ -111,3 +111,55 @@ def test_it_never_lets_parallel_reservations_pass_the_limit():
         outcomes = list(pool.map(attempt, range(30)))
     assert outcomes.count(True) == 10
     assert budgets.committed(person("0.010")) == (0, D("0.010"))
+
+
+def test_it_clears_a_killed_process_s_expired_holds_of_an_earlier_day_too(settings):
+    settings.CHAT_BUDGET_HOLD_SECONDS = 60
+    yesterday = timezone.now() - timedelta(days=1)
+    budgets.reserve([person()], D("0.10"), now=yesterday)  # never settled
+    budgets.reserve([person(key="bob")], D("0.10"), now=yesterday)  # someone else's: left alone
+    today = budgets.reserve([person()], D("0.10"))  # today's budget is whole: yesterday's hold counts for nothing
+    assert list(BudgetHold.objects.filter(key=budgets.who_hash("alice")).values_list("token", flat=True)) == [
+        today.token]
+    assert BudgetHold.objects.filter(key=budgets.who_hash("bob")).count() == 1
+
+
+def test_it_counts_only_live_holds_of_the_day_whatever_else_the_scope_holds(settings):
+    settings.CHAT_BUDGET_HOLD_SECONDS = 60
+    budgets.reserve([person()], D("0.03"), now=timezone.now() + timedelta(days=1))  # tomorrow's
+    budgets.reserve([person()], D("0.04"))
+    budgets.reserve([person(key="bob")], D("0.10"))
+    budgets.settle(budgets.reserve([Scope("site", "", D("1"))], D("0.5")), D("0.5"))
+    with pytest.raises(BudgetExceeded) as refused:
+        budgets.reserve([person(), Scope("site", "", D("1"))], D("0.07"))  # 0.04 held + 0.07 > 0.10
+    assert (refused.value.scope.kind, refused.value.committed) == ("person", D("0.04"))
+    budgets.reserve([person(), Scope("site", "", D("1"))], D("0.06"))  # fits exactly
+    assert budgets.committed(Scope("site", "", D("1"))) == (D("0.5"), D("0.06"))
+
+
+def test_a_refusal_inside_the_callers_transaction_holds_nothing_and_leaves_it_usable():
+    budgets.reserve([person()], D("0.08"))
+    with transaction.atomic():
+        with pytest.raises(BudgetExceeded):
+            budgets.reserve([person(), Scope("site", "", D("5"))], D("0.05"))
+        assert BudgetHold.objects.count() == 1  # the caller goes on in its transaction
+    assert budgets.committed(Scope("site", "", D("5"))) == (0, 0)
+
+
+def test_it_rolls_the_settle_back_with_the_callers_transaction():
+    reservation = budgets.reserve([person()], D("0.06"))
+    with pytest.raises(RuntimeError), transaction.atomic():
+        budgets.settle(reservation, D("0.01"))
+        raise RuntimeError("the usage record could not be stored")
+    assert budgets.committed(person()) == (0, D("0.06"))  # neither spent nor released: still held
+
+
+def test_it_opens_no_savepoint_inside_the_callers_transaction():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        budgets.settle(budgets.reserve([person(), Scope("site", "", D("5"))], D("0.05")), D("0.01"))
+    assert not [q["sql"] for q in captured.captured_queries if "SAVEPOINT" in q["sql"].upper()]
+    assert budgets.committed(person()) == (D("0.01"), 0)
+    assert budgets.committed(Scope("site", "", D("5"))) == (D("0.01"), 0)

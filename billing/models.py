@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import connections, models, transaction
 from django.utils import timezone
 
+from chatsite import rows
+
 MILLION = Decimal(1_000_000)
 COST_PLACES = Decimal("0.0000000001")
 # Dated snapshots that upstreams report: gpt-4.1-mini-2025-04-14, claude-3-5-haiku-20241022, …@20250514.
@@ -217,7 +219,7 @@ class UsageRecord(models.Model):
                 record.prompt_tokens, record.completion_tokens, record.cached_tokens, record.cache_write_tokens
             )
         with transaction.atomic(savepoint=False):  # inside the caller's transaction, if any
-            record.save()
+            rows.insert([record])  # as record.save(), its statement written once (chatsite/rows.py)
             if abandonment is not None:
                 AbandonmentEvent.objects.create(record=record, **abandonment)
         return record

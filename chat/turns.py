@@ -14,6 +14,7 @@ from chat import figures, limits
 from chat.limits import Refused
 from chat.models import Conversation, Message
 from chat.visitors import visitor_hash
+from chatsite import rows
 from chat.providers import Call, Usage
 
 # How a reply ended early -> (usage record status, message status, abandonment reason).
@@ -123,10 +124,11 @@ def _start(owner, request, allowance):
         # Before anything is written: a refused request leaves no conversation and no message.
         reservation = limits.reserve(owner, allowance, call)
         if conversation.pk is None:
-            conversation.save()
+            rows.insert([conversation])
         else:
-            conversation.save(update_fields=["model", "updated"])
-        _, reply = Message.objects.bulk_create([
+            conversation.updated = timezone.now()  # as auto_now would
+            rows.update(Conversation, conversation.pk, model=conversation.model, updated=conversation.updated)
+        _, reply = rows.insert([
             Message(conversation=conversation, role=Message.Role.USER, content=content),
             Message(conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
                     model=request["model"]),
@@ -170,9 +172,8 @@ def store(turn, outcome):
             "elapsed_ms": outcome.duration_ms if outcome.left_ms is None else outcome.left_ms,
         }
     with transaction.atomic():
-        Message.objects.filter(pk=turn.message_id).update(
-            content=outcome.text, status=message_status, ttft_ms=outcome.ttft_ms, finished=now
-        )
+        rows.update(Message, turn.message_id,
+                    content=outcome.text, status=message_status, ttft_ms=outcome.ttft_ms, finished=now)
         record = UsageRecord.record(
             abandonment=abandonment,
             user_id=turn.user_id, visitor=turn.visitor,

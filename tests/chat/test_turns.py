@@ -140,3 +140,60 @@ def test_it_goes_on_with_a_users_own_conversation_in_the_model_now_chosen_and_re
     with pytest.raises(Refused) as refused:
         _start(bob, start_request("Mine?", first.conversation_id), Allowance(0, None, 2))
     assert (str(refused.value), refused.value.code) == ("No such conversation.", "not_found")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("go_on", [False, True], ids=["new conversation", "a conversation of theirs"])
+def test_a_refused_start_stores_nothing_holds_nothing_and_is_counted_once(settings, go_on):
+    from billing.models import Refusal
+    from chat.limits import Refused
+    from chat.turns import Owner, start
+
+    start = start.func  # what the database thread runs (database_sync_to_async's function)
+
+    settings.CHAT_UNPRICED_USD_PER_MTOK, settings.CHAT_DAILY_BUDGET_USD = Decimal("1"), Decimal("0.01")
+    settings.CHAT_SITE_DAILY_BUDGET_USD, settings.CHAT_MAX_TOKENS = Decimal("100"), 1000  # $0.001+ a reply
+    owner = Owner(None, "k" * 32, "198.51.100.7")
+    first = start(owner, start_request("Hello", model="nowhere/unpriced"))
+    budgets.reserve([budgets.Scope("person", owner.key, Decimal("0.01"))], Decimal("0.0085"))  # nearly full now
+    stored = (Conversation.objects.count(), list(Message.objects.values_list("pk", "content")),
+              list(budgets.BudgetHold.objects.values_list("pk", flat=True)), budgets.committed(
+                  budgets.Scope("site", "", Decimal("100"))))
+    with pytest.raises(Refused) as refused:
+        start(owner, start_request("Again", first.conversation_id if go_on else None, "nowhere/other"))
+    assert refused.value.code == "budget_exceeded" and refused.value.scope == "person"
+    assert (Conversation.objects.count(), list(Message.objects.values_list("pk", "content")),
+            list(budgets.BudgetHold.objects.values_list("pk", flat=True)), budgets.committed(
+                budgets.Scope("site", "", Decimal("100")))) == stored
+    assert Conversation.objects.get(pk=first.conversation_id).model == "nowhere/unpriced"
+    assert list(Refusal.objects.values_list("kind", "scope")) == [("budget_exceeded", "person")]
+
+
+@pytest.mark.django_db
+def test_a_reply_writes_two_messages_and_one_record_on_every_start_and_store(settings):
+    """Each reply's rows, through the statements written once (chatsite/rows.py): ids in order, nothing shared."""
+    from chat.turns import Owner, start
+
+    start = start.func  # what the database thread runs (database_sync_to_async's function)
+
+    owner = Owner(None, "k" * 32, "198.51.100.7")
+    turns = []
+    for i, conversation in enumerate([None, 0, None]):
+        asked = start_request(f"Question {i}", turns[conversation].conversation_id if conversation is not None else None)
+        turn = start(owner, asked)
+        turn.call.usage = Usage(prompt_tokens=10 + i, completion_tokens=i)
+        store(turn, Outcome(text=f"Answer {i}", reason="", error="", ttft_ms=5, duration_ms=9, delivered=i))
+        turns.append(turn)
+    assert turns[1].conversation_id == turns[0].conversation_id != turns[2].conversation_id
+    assert [(m.role, m.content, m.status) for m in Message.objects.filter(conversation_id=turns[0].conversation_id)] == [
+        ("user", "Question 0", "completed"), ("assistant", "Answer 0", "completed"),
+        ("user", "Question 1", "completed"), ("assistant", "Answer 1", "completed")]
+    records = {r.message_id: r for r in UsageRecord.objects.all()}
+    assert sorted(records) == sorted(t.message_id for t in turns)
+    for i, turn in enumerate(turns):
+        record, reply = records[turn.message_id], Message.objects.get(pk=turn.message_id)
+        assert (record.conversation_id, record.prompt_tokens, record.completion_tokens, record.request_id) == (
+            turn.conversation_id, 10 + i, i, turn.request_id)
+        assert reply.finished == record.finished and reply.created <= reply.finished
+    conversation = Conversation.objects.get(pk=turns[0].conversation_id)
+    assert conversation.created < conversation.updated  # the second reply moved it to the top

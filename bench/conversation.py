@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import client  # noqa: E402
 from bench.rounds import model_name  # noqa: E402
 from bench.run import warm  # noqa: E402
-from bench.servers import ROOT, Servers, cpu_seconds  # noqa: E402
+from bench.servers import BUDGETS, ROOT, Servers, cpu_seconds  # noqa: E402
 
 PARTS = ("page GET", "session POST", "handshake", "1-token reply", "close")
 MODEL = model_name(1, 1, ttft_ms=1)
@@ -120,6 +120,8 @@ async def main(args):
     workdir = Path(tempfile.mkdtemp(prefix="bench-conversation-"))
     servers = Servers(workdir, f"sqlite:///{workdir}/db.sqlite3")
     servers.models = [f"mock/{model_name(10, 5)}", f"mock/{MODEL}"]
+    if args.budgets:
+        servers.extra_env = dict(BUDGETS)
     say(f"logs and database in {workdir}")
     rounds = {"baseline": [], "this tree": []}
     try:
@@ -137,7 +139,7 @@ async def main(args):
         servers.stop()
     load = " ".join(open("/proc/loadavg").read().split()[:3])
     print(f"\n{args.n} of each part, {args.c} at a time, {args.repeat} fresh process(es) per tree; "
-          f"medians of daphne CPU ms per item; load average {load}\n")
+          f"medians of daphne CPU ms per item{'; budgets on' if args.budgets else ''}; load average {load}\n")
     names = [k for k, v in rounds.items() if v]
     print("| part | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
@@ -152,6 +154,8 @@ def parse_args(argv=None):
     parser.add_argument("--c", type=int, default=10, help="at a time (default 10)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", help="another checkout to run first in each repeat")
+    parser.add_argument("--budgets", action="store_true",
+                        help="daily budgets in force (person, address, site): every reply reserves and settles them")
     parser.add_argument("--profile", metavar="DIR",
                         help="py-spy (pip install py-spy) daphne during each part, into DIR/<part>.txt and <part>-gil.txt; "
                              "the CPU figures then include the sampler's cost")

@@ -68,6 +68,13 @@ def system_busy():
     return (sum(values[:8]) - idle) / TICK, sum(values[:8]) / TICK
 
 
+# `--budgets` of bench/variants.py and bench/conversation.py: a person's, an address's and the site's
+# daily budget in force (too large to refuse anything), reserved and settled on every reply, the
+# mock's unpriced models at a fallback price.
+BUDGETS = {"CHAT_DAILY_BUDGET_USD": "1000000", "CHAT_SITE_DAILY_BUDGET_USD": "100000000",
+           "CHAT_UNPRICED_USD_PER_MTOK": "1"}
+
+
 class Servers:
     """The mock upstream and one or more daphne processes, with their environment."""
 

@@ -11,7 +11,10 @@ sees, though not to the first-token overhead (measured from the mock's first tok
 
 Variants: `gc-default` is `uvloop` before the collector's tuning in chatsite/serve.py; `httpcore` is plain daphne on asyncio with the shared client on httpx's default transport
 (the read path before httpx-aiohttp); `aiohttp` is plain daphne on asyncio with the transport as
-shipped; `uvloop` is `python -m chatsite.serve` (uvloop and the shipped transport, as served).
+shipped; `uvloop` is `python -m chatsite.serve` (uvloop and the shipped transport, as served);
+`baseline` is the same run from another checkout (`--baseline DIR`: before and after in one run).
+`--budgets` puts daily budgets in force (person, address, site; too large to refuse), so every
+reply reserves and settles them, as a public deployment would.
 For each repeat, each variant gets a fresh daphne, is warmed, then runs at each level a 200-token
 and a 1-token relay round. Relay CPU per token = (CPU/request at 200 − at 1) / 199; the mock's own
 CPU per token is its CPU in the 200-token round / tokens. Medians of the repeats, with the load
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.rounds import Round, model_name, percentile, run_round  # noqa: E402
 from bench.run import parse_levels, say, warm  # noqa: E402
-from bench.servers import DAPHNE, PYTHON, Servers  # noqa: E402
+from bench.servers import BUDGETS, DAPHNE, PYTHON, ROOT, Servers  # noqa: E402
 
 VARIANTS = {
     "httpcore": ([DAPHNE], ["httpcore_transport"]),
@@ -42,6 +45,8 @@ VARIANTS = {
     # chatsite.serve with each reply's upstream response left as cyclic garbage, as before
     "response-cycle": ([PYTHON, "-m", "chatsite.serve"], ["response_cycle"]),
     # chatsite.serve before the garbage collector's tuning (its uvloop, Python's collector defaults)
+    # `uvloop` run from the checkout given by --baseline
+    "baseline": ([PYTHON, "-m", "chatsite.serve"], []),
     "gc-default": ([PYTHON, "-c", "from chatsite.loop import install_loop_policy\ninstall_loop_policy()\n"
                     "from daphne.cli import CommandLineInterface\nCommandLineInterface.entrypoint()"], []),
 }
@@ -54,12 +59,15 @@ async def main(args):
     servers.models = [f"mock/{model_name(g, t)}" for g in sorted({g for _, g in levels} | {10}) for t in (1, 5, args.tokens)]
     rounds = []
     pids = {}
+    if args.budgets:
+        servers.extra_env = dict(BUDGETS)
     try:
         servers.start_mock()
         servers.migrate()
         for repeat in range(args.repeat):
             for name in args.variants.split(","):
                 servers.command, servers.patches = VARIANTS[name]
+                servers.root = Path(args.baseline).resolve() if name == "baseline" else ROOT
                 if args.measure_pauses:
                     servers.patches = [*servers.patches, "gc_log", "loop_lag", "phases"]
                 servers.start_daphne(1)
@@ -79,7 +87,8 @@ async def main(args):
         servers.stop()
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    print(f"\n### Variants, {args.repeat} repeat(s), {args.tokens}-token replies, one daphne on SQLite; "
+    print(f"\n### Variants, {args.repeat} repeat(s), {args.tokens}-token replies, one daphne on SQLite"
+          f"{' (baseline: ' + args.baseline + ')' if args.baseline else ''}{', budgets on' if args.budgets else ''}; "
           f"load average at the end {' '.join(load)}\n")
     print("| level | variant | relay CPU µs/token (each) | mock CPU µs/token | ratio | CPU ms/request (1 token) "
           "| first-token overhead p50 / p99 ms | tokens/s | errors |\n|---|---|---|---:|---:|---:|---|---:|---:|")
@@ -166,4 +175,10 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--measure-pauses", action="store_true",
                         help="log the collector's collections and the loop's stalls in each daphne; report them")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--baseline", default="", help="another checkout: the variant `baseline` runs it as served")
+    parser.add_argument("--budgets", action="store_true",
+                        help="daily budgets (person, address, site) in force: reserved and settled on every reply")
+    parsed = parser.parse_args()
+    if "baseline" in parsed.variants.split(",") and not parsed.baseline:
+        parser.error("the variant `baseline` needs --baseline DIR")
+    asyncio.run(main(parsed))

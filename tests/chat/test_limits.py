@@ -284,3 +284,26 @@ def test_it_refuses_a_person_past_their_rate_by_their_own_scope_and_key(settings
         limits.check(visitor, "demo/assistant", now=at)
     assert (str(refused.value), refused.value.code, refused.value.scope, refused.value.who) == (
         "Too many messages: the limit is 1 a minute. Try again shortly.", "rate_limited", "person", visitor.key)
+
+
+@pytest.mark.parametrize("backend", ["the project's cache", "a local cache"])
+def test_a_rate_counter_counts_in_the_caches_own_keys_and_is_kept_its_timeout(monkeypatch, backend):
+    """count_minute: one round trip on Redis (CI runs this with REDIS_URL), the cache API elsewhere; the same counts."""
+    from django.core.cache import cache
+    from django.core.cache.backends.redis import RedisCacheClient
+
+    from chat import limits
+
+    if backend == "a local cache":
+        monkeypatch.setattr(limits, "cache", LocMemCache(f"local-{uuid.uuid4()}", {}))
+    counters = limits.cache
+    key = f"test:rate:{uuid.uuid4().hex}"
+    counters.set(f"{key}:previous", 7, 60)
+    assert limits.count_minute(key, f"{key}:previous", 150) == (1, 7)
+    assert limits.count_minute(key, f"{key}:previous", 150) == (2, 7)
+    assert counters.get(key) == 2 and counters.get(f"{key}:previous") == 7  # what cache.get reads
+    assert limits.count_minute(f"{key}:other", f"{key}:none", 150) == (1, 0)
+    client = getattr(cache, "_cache", None)
+    if backend == "the project's cache" and isinstance(client, RedisCacheClient):
+        ttl = client.get_client(key, write=True).ttl(cache.make_and_validate_key(key))
+        assert 140 <= ttl <= 150  # kept its timeout, not for good

@@ -3,6 +3,7 @@
     .venv/bin/python bench/turns_cpu.py                       # SQLite as served (WAL), a fresh file
     .venv/bin/python bench/turns_cpu.py --budgets             # with a person's, address and site budget
     DATABASE_URL=postgres://... .venv/bin/python bench/turns_cpu.py --database-url env
+    .venv/bin/python bench/turns_cpu.py --redis redis://127.0.0.1:6379/12   # rate limits counted in Redis
     .venv/bin/python bench/turns_cpu.py --statements          # each statement of one start and one store
     .venv/bin/python bench/turns_cpu.py --driver              # the thread CPU inside the driver, per statement
     .venv/bin/python bench/turns_cpu.py --root ../main        # another checkout's code (alternate runs to A/B)
@@ -31,6 +32,9 @@ def main():
     parser.add_argument("--database-url", default="", help="'env' to use DATABASE_URL (default: a fresh SQLite file)")
     parser.add_argument("--statements", action="store_true", help="print each statement of one start and store")
     parser.add_argument("--profile", default="", help="cProfile both into this file")
+    parser.add_argument("--redis", default="", metavar="URL",
+                        help="the cache on Redis at URL, with the person's and the address's rate limits counted "
+                             "(too high to refuse)")
     parser.add_argument("--root", default=str(ROOT), help="the checkout whose code runs (default: this one)")
     parser.add_argument("--driver", action="store_true",
                         help="also the thread CPU inside the database driver per kind of statement, and in commits")
@@ -45,6 +49,8 @@ def main():
     if args.budgets:
         os.environ.update(CHAT_DAILY_BUDGET_USD="1000000", CHAT_SITE_DAILY_BUDGET_USD="100000000")
     os.environ.pop("REDIS_URL", None)
+    if args.redis:
+        os.environ.update(REDIS_URL=args.redis, CHAT_RATE_LIMIT="1000000", CHAT_IP_RATE_LIMIT="1000000")
     import django
 
     django.setup()
@@ -132,7 +138,7 @@ def main():
         times = [reply(i) for i in range(args.n)]
         starts.append(sum(t[0] for t in times) / args.n * 1000)
         stores.append(sum(t[1] for t in times) / args.n * 1000)
-    print(f"{args.root}: {connection.vendor}, budgets {'on' if args.budgets else 'off'}: thread CPU ms per reply "
+    print(f"{args.root}: {connection.vendor}, budgets {'on' if args.budgets else 'off'}{', rate limits on Redis' if args.redis else ''}: thread CPU ms per reply "
           f"(median of {args.repeat} x {args.n}): start {statistics.median(starts):.3f} "
           f"(runs {', '.join(f'{s:.3f}' for s in starts)}), store {statistics.median(stores):.3f} "
           f"(runs {', '.join(f'{s:.3f}' for s in stores)})")

@@ -187,8 +187,11 @@ def _prep(model, name, value, connection):
     return model._meta.get_field(name).get_db_prep_save(value, connection)
 
 
-def _reader(model, name, connection):
+def _reader(model, name, connection, cache={}):
     """Return a function that turns the column `name` of `model` as the driver returns it into the field's value."""
+    key = (connection.alias, connection.vendor, model, name)
+    if key in cache:
+        return cache[key]
     field = model._meta.get_field(name)
     col = Col(model._meta.db_table, field)
     converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
@@ -198,6 +201,7 @@ def _reader(model, name, connection):
             value = converter(value, col, connection)
         return value
 
+    cache[key] = read
     return read
 
 

@@ -66,8 +66,8 @@ async def release(response):
 
     httpx wraps the body in a `BoundAsyncStream` that refers back to the response (to time it): the
     two, and everything they hold (the `Body`, aiohttp's response, reader and buffers, the request),
-    would outlive the reply as cyclic garbage, ~30 objects a reply left for the collector, whose
-    pauses stall every stream on the loop (docs/PERFORMANCE.md, "Pauses of the garbage collector").
+    would outlive the reply as cyclic garbage, 22 objects a reply left for the collector, whose
+    pauses stall every stream on the loop (docs/PERFORMANCE.md, "Cyclic garbage").
     Once the response is closed nothing reads its stream again, so it is replaced by an empty one and
     the lot is freed at once.
     """

@@ -36,10 +36,10 @@ async def _not_static(request):
 def forget(request, tasks):
     """Once a request is answered and closed, break the cycles it sits in, so that its objects are
     freed at once rather than left for the garbage collector, whose pauses stall every stream on the
-    event loop (docs/PERFORMANCE.md, "Pauses of the garbage collector"). Django's request is in several
+    event loop (docs/PERFORMANCE.md, "Cyclic garbage"). Django's request is in several
     (the lazy `request.user`'s closure, the messages storage, the sessions' and CSRF's attributes), and
     the handler's frame in another (the cancelled listener's traceback holds it, and it holds the
-    tasks): ~100 objects a request, two requests a conversation (the page and the session POST)."""
+    tasks): ~70 objects a request, two requests a conversation (the page and the session POST)."""
     tasks.clear()
     request.__dict__.clear()
 

@@ -40,9 +40,10 @@ from operator import or_
 
 from django.conf import settings
 from django.db import connections, models, router, transaction
-from django.db.models.expressions import Col
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+
+from chatsite import rows
 
 COST_PLACES = Decimal("0.0000000001")
 
@@ -183,28 +184,6 @@ def _build(connection, name, n):
     raise ValueError(name)
 
 
-def _prep(model, name, value, connection):
-    return model._meta.get_field(name).get_db_prep_save(value, connection)
-
-
-def _reader(model, name, connection, cache={}):
-    """Return a function that turns the column `name` of `model` as the driver returns it into the field's value."""
-    key = (connection.alias, connection.vendor, model, name)
-    if key in cache:
-        return cache[key]
-    field = model._meta.get_field(name)
-    col = Col(model._meta.db_table, field)
-    converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-
-    def read(value):
-        for converter in converters:
-            value = converter(value, col, connection)
-        return value
-
-    cache[key] = read
-    return read
-
-
 def reserve(scopes, worst_case_usd, *, now=None):
     """Hold `worst_case_usd` against every scope with a limit, atomically; raise BudgetExceeded if one is full.
 
@@ -226,24 +205,24 @@ def reserve(scopes, worst_case_usd, *, now=None):
     n = len(ordered)
     connection = connections[router.db_for_write(BudgetLedger)]
     pairs = [value for pair in ordered for value in pair]
-    ledger_day = _prep(BudgetLedger, "day", day, connection)
-    hold_day = _prep(BudgetHold, "day", day, connection)
-    when = _prep(BudgetHold, "expires", now, connection)
+    ledger_day = rows.prep(BudgetLedger, "day", day, connection)
+    hold_day = rows.prep(BudgetHold, "day", day, connection)
+    when = rows.prep(BudgetHold, "expires", now, connection)
     full = None
     # Joins the caller's transaction (no savepoint: an error rolls the caller back), or is its own.
     with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
         cursor.execute(_sql(connection, "lock", n), [ledger_day, *pairs])
-        rows = cursor.fetchall()
-        if len(rows) < n:  # a scope's first reservation of the day: make its row, then lock them all
+        locked = cursor.fetchall()
+        if len(locked) < n:  # a scope's first reservation of the day: make its row, then lock them all
             BudgetLedger.objects.using(connection.alias).bulk_create(
                 [BudgetLedger(kind=kind, key=key, day=day) for kind, key in ordered], ignore_conflicts=True
             )
             cursor.execute(_sql(connection, "lock", n), [ledger_day, *pairs])
-            rows = cursor.fetchall()
-        read_spent = _reader(BudgetLedger, "spent", connection)
-        spent = {(kind, key): read_spent(value) for kind, key, value in rows}
+            locked = cursor.fetchall()
+        read_spent = rows.reader(BudgetLedger._meta.get_field("spent"), connection)
+        spent = {(kind, key): read_spent(value) for kind, key, value in locked}
         cursor.execute(_sql(connection, "held", n), [hold_day, when, when, hold_day, when, *pairs])
-        read_amount = _reader(BudgetHold, "amount", connection)
+        read_amount = rows.reader(BudgetHold._meta.get_field("amount"), connection)
         held, expired = {}, 0
         for kind, key, total, stale in cursor.fetchall():
             if total is not None:
@@ -256,10 +235,10 @@ def reserve(scopes, worst_case_usd, *, now=None):
                 full = (scope, committed)
                 break
         if full is None:
-            expires = _prep(BudgetHold, "expires", now + timedelta(seconds=settings.CHAT_BUDGET_HOLD_SECONDS),
+            expires = rows.prep(BudgetHold, "expires", now + timedelta(seconds=settings.CHAT_BUDGET_HOLD_SECONDS),
                             connection)
-            token = _prep(BudgetHold, "token", reservation.token, connection)
-            held_amount = _prep(BudgetHold, "amount", amount, connection)
+            token = rows.prep(BudgetHold, "token", reservation.token, connection)
+            held_amount = rows.prep(BudgetHold, "amount", amount, connection)
             params = []
             for kind, key in ordered:
                 params += [token, kind, key, hold_day, held_amount, expires]
@@ -289,9 +268,9 @@ def settle(reservation, actual_usd):
         if cost:
             pairs = [value for pair in _pairs(reservation.scopes) for value in pair]
             cursor.execute(_sql(connection, "spend", len(reservation.scopes)), [
-                _prep(BudgetLedger, "spent", cost, connection), _prep(BudgetLedger, "day", reservation.day, connection),
+                rows.prep(BudgetLedger, "spent", cost, connection), rows.prep(BudgetLedger, "day", reservation.day, connection),
                 *pairs])
-        cursor.execute(_sql(connection, "unhold", 0), [_prep(BudgetHold, "token", reservation.token, connection)])
+        cursor.execute(_sql(connection, "unhold", 0), [rows.prep(BudgetHold, "token", reservation.token, connection)])
 
 
 def release(reservation):

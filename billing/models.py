@@ -6,7 +6,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connections, models, transaction
-from django.db.models.expressions import Col
 from django.utils import timezone
 
 from chatsite import rows
@@ -47,36 +46,20 @@ class ModelPriceQuerySet(models.QuerySet):
         ]
         with connection.cursor() as cursor:
             cursor.execute(_in_force_sql(self.model, connection), params)
-            rows = cursor.fetchall()
-        if not rows:
+            found = cursor.fetchall()
+        if not found:
             return None
         # Only the row chosen becomes a model instance, through the ORM's converters (as raw() made each row).
         fields = self.model._meta.concrete_fields
         at = [f.attname for f in fields].index("model")
-        chosen = next((row for wanted in (model, family) for row in rows if row[at] == wanted), rows[0])
-        return self.model.from_db(self.db, [f.attname for f in fields], _converted(fields, chosen, connection))
+        chosen = next((row for wanted in (model, family) for row in found if row[at] == wanted), found[0])
+        values = [rows.reader(f, connection)(value) for f, value in zip(fields, chosen, strict=True)]
+        return self.model.from_db(self.db, [f.attname for f in fields], values)
 
     def current_pk(self, model, at=None):
         """Return a subquery of the pk of the price in force at `at` (now) for exactly `model` (an OuterRef)."""
         prices = self.filter(model=model, effective_from__lte=at or timezone.now()).order_by("-effective_from")
         return models.Subquery(prices.values("pk")[:1])
-
-
-def _converted(fields, row, connection, cache={}):
-    """Return `row` (the driver's values of `fields`) converted as the ORM converts a model's columns."""
-    key = (connection.alias, connection.vendor, tuple(fields))
-    converters = cache.get(key)
-    if converters is None:
-        converters = cache[key] = []
-        for f in fields:
-            col = Col(f.model._meta.db_table, f)
-            converters.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
-    values = []
-    for value, (col, functions) in zip(row, converters, strict=True):
-        for function in functions:
-            value = function(value, col, connection)
-        values.append(value)
-    return values
 
 
 def _in_force_sql(model, connection, cache={}):

@@ -10,8 +10,33 @@ connected to them; `tests/test_rows.py` holds that), expressions as values, and 
 """
 
 from django.db import connections, router
+from django.db.models.expressions import Col
 
 _SQL = {}
+_READERS = {}
+
+
+def prep(model, name, value, connection):
+    """Return `value` for the field `name` of `model` as a statement's parameter, as the ORM prepares it."""
+    return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def reader(field, connection):
+    """Return a function turning `field`'s column, as the driver returns it, into the field's value
+    (the ORM's converters for that column and vendor; built once per connection and field)."""
+    key = (connection.alias, connection.vendor, field)
+    read = _READERS.get(key)
+    if read is None:
+        col = Col(field.model._meta.db_table, field)
+        converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+
+        def read(value):
+            for converter in converters:
+                value = converter(value, col, connection)
+            return value
+
+        _READERS[key] = read
+    return read
 
 
 def _quoted(connection, model):
@@ -56,9 +81,8 @@ def update(model, pk, /, **values):
         q, table = _quoted(connection, model)
         columns = ", ".join(f"{q(model._meta.get_field(name).column)} = %s" for name in names)
         sql = _SQL[key] = f"UPDATE {table} SET {columns} WHERE {table}.{q(model._meta.pk.column)} = %s"
-    meta = model._meta
-    params = [meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
-    params.append(meta.pk.get_db_prep_value(pk, connection))
+    params = [prep(model, name, value, connection) for name, value in values.items()]
+    params.append(model._meta.pk.get_db_prep_value(pk, connection))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

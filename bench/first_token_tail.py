@@ -20,26 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import rounds  # noqa: E402
 from bench.rounds import Round, model_name, percentile, run_round  # noqa: E402
 from bench.run import warm  # noqa: E402
 from bench.servers import Servers  # noqa: E402
-
-captured = []
-_measure = rounds.measure
-
-
-def measure(rnd, reqs, stats, failed_open, raw):
-    """bench.rounds.measure, keeping each first token's time and overhead."""
-    log = {r["tag"]: r for r in stats.get("log", [])}
-    for req in reqs:
-        upstream = log.get(req.tag)
-        if upstream and upstream["first_token_at"] and req.first_at:
-            captured.append((upstream["first_token_at"], (req.first_at - upstream["first_token_at"]) * 1000))
-    return _measure(rnd, reqs, stats, failed_open, raw)
-
-
-rounds.measure = measure
 
 
 async def main(args):
@@ -53,8 +36,8 @@ async def main(args):
         servers.start_daphne(1)
         await warm(servers)
         for index in range(args.rounds):
-            captured.clear()
-            await run_round(Round("relay", 200, args.gap_ms, 200, 3, f"tail-{index}"), servers)
+            result = await run_round(Round("relay", 200, args.gap_ms, 200, 3, f"tail-{index}"), servers)
+            captured = list(zip(result["_ttft_at"], result["_ttft"], strict=True))
             start = min(t for t, _ in captured)
             overheads = [o for _, o in captured]
             slow = sorted((t - start, o) for t, o in captured if o > args.slow_ms)

@@ -164,7 +164,7 @@ def sql_delta(after, before):
 def measure(rnd, reqs, stats, failed_open, raw):
     """Return the round's figures: latencies against the mock's clock, rates, CPU, memory, writes."""
     log = {r["tag"]: r for r in stats.get("log", [])}
-    ttft, late, errors, timeouts, frames, tokens = [], [], len(failed_open), 0, 0, 0
+    ttft, ttft_at, late, errors, timeouts, frames, tokens = [], [], [], len(failed_open), 0, 0, 0
     kinds = {}
     for req in reqs:
         frames += len(req.frames)
@@ -179,6 +179,7 @@ def measure(rnd, reqs, stats, failed_open, raw):
         if upstream is None or upstream["first_token_at"] is None or req.first_at is None:
             continue
         ttft.append((req.first_at - upstream["first_token_at"]) * 1000)
+        ttft_at.append(upstream["first_token_at"])  # when the mock wrote it (bench/first_token_tail.py)
         written = [t for t, n in upstream["writes"] for _ in range(n)]
         index = 0
         for arrived, n in req.frames:
@@ -208,5 +209,5 @@ def measure(rnd, reqs, stats, failed_open, raw):
         "sql_stream": raw["sql_stream"], "sql_setup": raw["sql_setup"],
         "rows_per_request": None if raw["rows"] is None else {t: v / n for t, v in raw["rows"].items()},
     }
-    result["_ttft"], result["_late"] = ttft, late
+    result["_ttft"], result["_ttft_at"], result["_late"] = ttft, ttft_at, late
     return result
